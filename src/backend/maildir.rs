@@ -1,0 +1,1 @@
+//! STUB: maildir backend, implementation pending.

@@ -1,0 +1,1 @@
+//! STUB: passwd_file backend, implementation pending.

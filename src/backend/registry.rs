@@ -1,0 +1,1 @@
+//! STUB: registry backend, implementation pending.
