@@ -240,7 +240,7 @@ fn curl_dele_removes_the_message_after_quit() {
     let output = curl(&server, &["--request", "DELE", "--head"], "2");
     assert_client_succeeded("curl DELE 2", &output);
     assert!(
-        !server.message_path("alice", 2).exists(),
+        !server.message_exists("alice", 2),
         "message 2 still on disk after curl's DELE and QUIT"
     );
     let mut c = server.login("alice", "secret");

@@ -375,7 +375,8 @@ impl TestServer {
     }
 
     /// Path of `user`'s message `n` (1-based, delivery order) as the fixture
-    /// wrote it.
+    /// wrote it (see [`TestServer::current_message_path`] for where it is
+    /// now).
     pub fn message_path(&self, user: &str, n: usize) -> PathBuf {
         self.paths
             .iter()
@@ -385,17 +386,43 @@ impl TestServer {
             .unwrap_or_else(|| panic!("fixture has no message {n} for {user}"))
     }
 
-    /// Names of all files in `user`'s `new/` and `cur/`, sorted.
+    /// The unique names (file name up to the `:2,` info) of all messages in
+    /// `user`'s `new/` and `cur/`, sorted. A store may move a message from
+    /// `new/` to `cur/` or change its flags (the maildir convention); that is
+    /// not a change a user sees, so it does not show here.
     pub fn files_on_disk(&self, user: &str) -> Vec<String> {
-        let mut names = Vec::new();
-        for sub in ["new", "cur"] {
-            for entry in fs::read_dir(self.maildir(user).join(sub)).unwrap() {
-                let entry = entry.unwrap();
-                names.push(format!("{sub}/{}", entry.file_name().to_string_lossy()));
-            }
-        }
+        let mut names: Vec<String> = self
+            .message_files(user)
+            .iter()
+            .map(|p| unique_name(p))
+            .collect();
         names.sort();
         names
+    }
+
+    /// Paths of all files in `user`'s `new/` and `cur/`.
+    fn message_files(&self, user: &str) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        for sub in ["new", "cur"] {
+            for entry in fs::read_dir(self.maildir(user).join(sub)).unwrap() {
+                paths.push(entry.unwrap().path());
+            }
+        }
+        paths
+    }
+
+    /// Where `user`'s message `n` (fixture numbering) is now, wherever the
+    /// store may have moved it; `None` if it was deleted.
+    pub fn current_message_path(&self, user: &str, n: usize) -> Option<PathBuf> {
+        let wanted = unique_name(&self.message_path(user, n));
+        self.message_files(user)
+            .into_iter()
+            .find(|p| unique_name(p) == wanted)
+    }
+
+    /// Whether `user`'s message `n` (fixture numbering) is still on disk.
+    pub fn message_exists(&self, user: &str, n: usize) -> bool {
+        self.current_message_path(user, n).is_some()
     }
 
     /// Resident memory of the server process in KiB.
@@ -464,6 +491,12 @@ impl Drop for TestServer {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A maildir file name without its `:2,flags` info part.
+fn unique_name(path: &Path) -> String {
+    let name = path.file_name().unwrap().to_string_lossy();
+    name.split(':').next().unwrap_or_default().to_owned()
 }
 
 fn maildir_of(dir: &Path, user: &str) -> PathBuf {
