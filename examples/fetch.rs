@@ -135,7 +135,10 @@ impl FetchError {
     /// Whether the conversation with the server is still at a command
     /// boundary, so that `QUIT` can be sent to commit earlier deletions.
     fn server_still_in_step(&self) -> bool {
-        matches!(self, FetchError::Refused { .. } | FetchError::Local { .. })
+        matches!(
+            self,
+            FetchError::Refused { .. } | FetchError::Local { .. } | FetchError::NoUidl
+        )
     }
 }
 
