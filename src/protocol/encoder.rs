@@ -161,7 +161,7 @@ impl BodyEncoder {
     /// the LF that completes the TOP, if it is in this chunk.
     fn top_cut(&mut self, input: &[u8]) -> Option<usize> {
         // Where the current line began in `input`; 0 also covers a line that
-        // began in an earlier chunk, whose state is in `HeaderLine`.
+        // began in an earlier chunk, whose state is in `Limit::Header::line`.
         let mut line_start = 0;
         for lf in memchr::memchr_iter(b'\n', input) {
             match &mut self.limit {
