@@ -120,6 +120,29 @@ pub fn connect_hint(addrs: &[SocketAddr]) -> String {
         Some(uid) => format!("Running as the current user (uid {uid}), with no extra privileges."),
         None => "Running as the current user.".to_string(),
     };
+    let commands = [
+        (
+            format!("curl pop3://demo:demo@{addr}/"),
+            "list the messages".to_string(),
+        ),
+        (
+            format!("curl pop3://demo:demo@{addr}/1"),
+            "fetch message 1".to_string(),
+        ),
+        (
+            format!("nc -C {host} {port}"),
+            format!("talk POP3 by hand (or: telnet {host} {port}),"),
+        ),
+        (
+            String::new(),
+            "then type USER demo, PASS demo, LIST, RETR 1, QUIT".to_string(),
+        ),
+    ];
+    let width = commands.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    let commands: String = commands
+        .iter()
+        .map(|(command, what)| format!("  {command:<width$}   {what}\n"))
+        .collect();
     format!(
         "\
 pop3d demo: a throwaway POP3 server on {addr} (loopback only), serving a
@@ -128,11 +151,7 @@ use write a config (see examples/pop3d.ron) and run `pop3d --config FILE`.
 
   user: demo   password: demo
 
-  curl pop3://demo:demo@{addr}/        list the messages
-  curl pop3://demo:demo@{addr}/1       fetch message 1
-  nc -C {host} {port}                   talk POP3 by hand (or: telnet {host} {port}),
-                                        then type USER demo, PASS demo, LIST, RETR 1, QUIT
-
+{commands}
 {user}
 Stop the server with Ctrl-C.
 "
