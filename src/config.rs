@@ -1163,6 +1163,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_config_parses() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("```ron\n(")
+            .expect("README has a full ```ron example")
+            + 7;
+        let len = readme[start..].find("```").unwrap();
+        let config =
+            parse(&readme[start..start + len], "README.md").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.store.plugin, "maildir");
+    }
+
+    #[test]
     fn load_names_the_file_it_cannot_read() {
         let err = load(Path::new("/nonexistent/pop3d.ron")).unwrap_err();
         assert!(

@@ -66,13 +66,23 @@ impl Demo {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        for (n, message) in sample_messages(now.as_secs()).iter().enumerate() {
-            let name = maildir_file_name(now.as_secs(), now.subsec_micros(), n, message.as_bytes());
+        // One second apart, oldest first: stores order a maildir by the
+        // delivery time at the start of each name, so the welcome message
+        // is message 1.
+        let first_delivery = now.as_secs().saturating_sub(2);
+        for (n, message) in sample_messages(first_delivery).iter().enumerate() {
+            let delivered = first_delivery + n as u64;
+            let name = maildir_file_name(delivered, now.subsec_micros(), n, message.as_bytes());
             write_private(&maildir.join("cur").join(name), message.as_bytes())?;
         }
 
         let port = probe_free_port()?;
-        let root = demo.dir.join("mail").join("%u").join("Maildir");
+        // `%` is a template character in the maildir root; the temp dir's
+        // own must stay literal.
+        let root = format!(
+            "{}/mail/%u/Maildir",
+            demo.dir.display().to_string().replace('%', "%%")
+        );
         let config = Config {
             listen: vec![Listener {
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
@@ -87,8 +97,8 @@ impl Demo {
                 auth_failure_delay_ms: 500,
                 ..Limits::default()
             },
-            auth: plugin_section("passwd-file", "path", &passwd),
-            store: plugin_section("maildir", "root", &root),
+            auth: plugin_section("passwd-file", "path", passwd.display().to_string()),
+            store: plugin_section("maildir", "root", root),
         };
         Ok((demo, config))
     }
@@ -158,13 +168,13 @@ Stop the server with Ctrl-C.
     )
 }
 
-/// A config section `(plugin: name, config: (key: "path"))`, built the way
+/// A config section `(plugin: name, config: (key: "value"))`, built the way
 /// the RON parser builds it so backends see no difference.
-fn plugin_section(plugin: &str, key: &str, path: &Path) -> PluginSection {
+fn plugin_section(plugin: &str, key: &str, value: String) -> PluginSection {
     let mut map = ron::Map::new();
     map.insert(
         ron::Value::String(key.to_string()),
-        ron::Value::String(path.display().to_string()),
+        ron::Value::String(value),
     );
     PluginSection {
         plugin: plugin.to_string(),
@@ -260,16 +270,18 @@ fn current_uid() -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// The three sample messages, LF line ends as maildirs store them.
-fn sample_messages(now_secs: u64) -> [String; 3] {
-    let date = rfc2822_date(now_secs);
-    let header = |n: u32, subject: &str| {
+/// The three sample messages, LF line ends as maildirs store them; message
+/// n (1-based) is dated `first_delivery + n - 1`.
+fn sample_messages(first_delivery: u64) -> [String; 3] {
+    let header = |n: u64, subject: &str| {
+        let delivered = first_delivery + n - 1;
+        let date = rfc2822_date(delivered);
         format!(
             "From: pop3d demo <postmaster@pop3d.invalid>\n\
              To: demo <demo@pop3d.invalid>\n\
              Subject: {subject}\n\
              Date: {date}\n\
-             Message-ID: <{now_secs}.{n}.demo@pop3d.invalid>\n\
+             Message-ID: <{delivered}.{n}.demo@pop3d.invalid>\n\
              MIME-Version: 1.0\n\
              Content-Type: text/plain; charset=us-ascii\n\
              \n"
@@ -425,6 +437,9 @@ mod tests {
                 "{name}"
             );
         }
+        // Sorted by name is sorted by delivery time.
+        let welcome = fs::read_to_string(maildir.join("cur").join(&names[0])).unwrap();
+        assert!(welcome.contains("Subject: Welcome to pop3d\n"), "{welcome}");
         let dots = fs::read_to_string(maildir.join("cur").join(&names[1])).unwrap();
         assert!(dots.contains("\n.\n..\n.hidden-file\n"), "{dots}");
 
