@@ -254,7 +254,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
 
 /// A check of one backend section beyond what pop3d itself knows, typically
 /// building the backend to see whether it accepts its settings. An `Err`
-/// carries the backend's own explanation.
+/// carries the backend's own explanation, which is shown as it is after the
+/// position, so it should name the section and backend (the registry's
+/// errors do: `auth passwd-file: cannot read ...`).
 pub type PluginCheck<'a> = dyn FnMut(PluginRole, &PluginSection) -> Result<(), String> + 'a;
 
 /// [`load`], plus `check_plugin` run on the `auth` and `store` sections;
@@ -318,10 +320,7 @@ pub fn parse_checked(
             let key = role.key();
             findings.push(Finding {
                 at: vec![format!("{key}.config"), format!("{key}.plugin")],
-                message: format!(
-                    "{key} plugin \"{}\" rejected its configuration: {why}",
-                    section.plugin
-                ),
+                message: why,
                 expected: None,
             });
         }
@@ -1094,7 +1093,9 @@ mod tests {
         let err = parse_checked(&text, "pop3d.ron", &mut |role, section| {
             seen.push((role, section.plugin.clone()));
             match role {
-                PluginRole::Auth => Err("/etc/pop3d/passwd: no such file".to_string()),
+                PluginRole::Auth => {
+                    Err("auth passwd-file: cannot read /etc/pop3d/passwd".to_string())
+                }
                 PluginRole::Store => Ok(()),
             }
         })
@@ -1108,7 +1109,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "pop3d.ron:2:35: auth plugin \"passwd-file\" rejected its configuration: /etc/pop3d/passwd: no such file"
+            "pop3d.ron:2:35: auth passwd-file: cannot read /etc/pop3d/passwd"
         );
     }
 
