@@ -9,7 +9,7 @@
 //! because nothing after it can be trusted. Then the parsed values are checked
 //! against each other and against RFC 1939 ([`parse`] collects *every* such
 //! problem, not just the first). The parsed structs carry no positions, so a
-//! small scanner over the text ([`SourceMap`]) finds where each key was written
+//! small scanner over the text (`SourceMap`) finds where each key was written
 //! to point the operator at the right line.
 //!
 //! ```
