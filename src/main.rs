@@ -194,24 +194,14 @@ fn check_config(path: &Path) -> Result<String, String> {
     }
 }
 
-/// INTEGRATION POINT: check-config asks each backend whether it accepts its
-/// configuration section, by building it. Until the backend registry lands
-/// this accepts every section. Wire it as:
-///
-/// ```text
-/// match role {
-///     PluginRole::Auth => pop3d::backend::registry::build_auth(section).map(drop),
-///     PluginRole::Store => pop3d::backend::registry::build_store(section).map(drop),
-/// }
-/// .map_err(|err| err.to_string())
-/// ```
+/// check-config asks each backend whether it accepts its configuration
+/// section, by building it exactly as the server would.
 fn check_plugin(role: PluginRole, section: &PluginSection) -> Result<(), String> {
-    log::debug!(
-        "{} plugin {:?}: backend checks not wired yet",
-        role.key(),
-        section.plugin
-    );
-    Ok(())
+    match role {
+        PluginRole::Auth => pop3d::backend::registry::build_auth(section).map(drop),
+        PluginRole::Store => pop3d::backend::registry::build_store(section).map(drop),
+    }
+    .map_err(|err| err.to_string())
 }
 
 /// `pop3d --config FILE`: serves until SIGTERM or SIGINT.
