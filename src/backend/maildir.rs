@@ -375,8 +375,9 @@ impl Store for MaildirStore {
         let snapshot = if lock.file.is_some() {
             take_snapshot(&maildir)?
         } else {
-            // The maildir does not exist: the user has no mail yet. Nothing
-            // is created, so a typo in the root cannot litter the disk.
+            // No maildir (or no cur/ and new/ in it): the user has no mail
+            // yet. Nothing is created, so a typo in the root cannot litter
+            // the disk.
             Snapshot::default()
         };
         log::debug!(
@@ -405,8 +406,8 @@ struct MaildirLock {
     /// The entry: the maildir's path.
     maildir: PathBuf,
     /// The locked `pop3d.lock`, kept open because closing it releases the OS
-    /// lock. `None` when the maildir does not exist (there is nothing on
-    /// disk to protect, and creating the lock file would create the maildir).
+    /// lock. `None` when there is no maildir yet (no `cur/` or `new/`):
+    /// there is nothing on disk to protect, and nothing is created.
     file: Option<File>,
 }
 
@@ -424,6 +425,11 @@ impl MaildirLock {
             maildir: maildir.to_path_buf(),
             file: None,
         };
+        // A directory without `cur/` and `new/` holds no mail yet: nothing
+        // on disk needs protecting, and nothing is created in it.
+        if !is_directory(&maildir.join("cur"))? && !is_directory(&maildir.join("new"))? {
+            return Ok(lock);
+        }
         let lock_path = maildir.join(LOCK_FILE_NAME);
         let file = match OpenOptions::new()
             .read(true)
@@ -433,9 +439,8 @@ impl MaildirLock {
             .open(&lock_path)
         {
             Ok(file) => file,
-            Err(err) if err.kind() == io::ErrorKind::NotFound && !maildir.exists() => {
-                return Ok(lock);
-            }
+            // Removed since the check above: no mail either.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(lock),
             Err(err) => {
                 return Err(io_failure(
                     &format!("cannot open lock file {}", lock_path.display()),
@@ -457,6 +462,20 @@ impl MaildirLock {
                 &err,
             )),
         }
+    }
+}
+
+/// Whether `path` is a directory; missing is `false`, but a path that
+/// cannot be looked at is an error, so a maildir the server may not read is
+/// reported rather than shown as empty.
+fn is_directory(path: &Path) -> Result<bool, BackendError> {
+    match fs::metadata(path) {
+        Ok(metadata) => Ok(metadata.is_dir()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(io_failure(
+            &format!("cannot look at {}", path.display()),
+            &err,
+        )),
     }
 }
 
@@ -1697,13 +1716,24 @@ mod tests {
         maildrop.commit(&[]).unwrap();
         assert!(!dir.path().join("nobody").exists());
 
-        // A maildir without cur/ and new/ is empty too, and stays as it is.
+        // A directory without cur/ and new/ is empty too, and stays as it is.
         fs::create_dir(dir.path().join("bare")).unwrap();
         let maildrop = store.open(&user("bare")).unwrap();
         assert!(maildrop.messages().is_empty());
         drop(maildrop);
-        assert!(!dir.path().join("bare/cur").exists());
-        assert!(!dir.path().join("bare/new").exists());
+        assert_eq!(fs::read_dir(dir.path().join("bare")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_maildir_that_is_a_file_is_reported_not_shown_empty() {
+        let dir = TestDir::new("not-a-dir");
+        fs::write(dir.path().join("alice"), b"oops").unwrap();
+        let result = store_at(&dir).open(&user("alice"));
+        assert!(
+            matches!(&result, Err(BackendError::PermFail(m)) if m.contains("alice")),
+            "{:?}",
+            result.err()
+        );
     }
 
     #[test]
