@@ -571,6 +571,11 @@ frank:$1$oldstyle$crypt
             passwd.authenticate("frank", b"$1$oldstyle$crypt"),
             Err(BackendError::Denied)
         );
+        // Nor does the dummy compared against in their place let them in.
+        assert_eq!(
+            passwd.authenticate("eve", DUMMY_PASSWORD),
+            Err(BackendError::Denied)
+        );
         let warnings = warnings(&passwd);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         let file = path.display().to_string();
