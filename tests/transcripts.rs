@@ -130,8 +130,8 @@ fn replay(session: &mut Session, transcript: &str) {
     }
 }
 
-// Sizes: MSG1 is 49 octets with LF ends, 5 lines -> 54 on the wire.
-// MSG2 is 34 octets with CRLF ends -> 34 on the wire. Total 88.
+// Sizes: MSG1 is 48 octets with LF ends, 5 lines -> 53 on the wire.
+// MSG2 is 31 octets with CRLF ends -> 31 on the wire. Total 84.
 
 #[test]
 fn rfc1939_session_with_every_transaction_command() {
@@ -153,16 +153,16 @@ fn rfc1939_session_with_every_transaction_command() {
         C: USER alice
         S: +OK Send your password
         C: PASS secret
-        S: +OK Logged in, 2 messages (88 octets)
+        S: +OK Logged in, 2 messages (84 octets)
         C: STAT
-        S: +OK 2 88
+        S: +OK 2 84
         C: LIST
-        S: +OK 2 messages (88 octets)
-        S: 1 54
-        S: 2 34
+        S: +OK 2 messages (84 octets)
+        S: 1 53
+        S: 2 31
         S: .
         C: LIST 2
-        S: +OK 2 34
+        S: +OK 2 31
         C: UIDL
         S: +OK Unique-ID listing follows
         S: 1 1000000001.A.host
@@ -171,7 +171,7 @@ fn rfc1939_session_with_every_transaction_command() {
         C: UIDL 1
         S: +OK 1 1000000001.A.host
         C: RETR 1
-        S: +OK 54 octets
+        S: +OK 53 octets
         S: Subject: first
         S:
         S: line one
@@ -201,19 +201,19 @@ fn rfc1939_session_with_every_transaction_command() {
         C: LIST 1
         S: -ERR Message 1 is deleted
         C: STAT
-        S: +OK 1 34
+        S: +OK 1 31
         C: LIST
-        S: +OK 1 messages (34 octets)
-        S: 2 34
+        S: +OK 1 messages (31 octets)
+        S: 2 31
         S: .
         C: UIDL
         S: +OK Unique-ID listing follows
         S: 2 1000000002.B.host
         S: .
         C: RSET
-        S: +OK Maildrop has 2 messages (88 octets)
+        S: +OK Maildrop has 2 messages (84 octets)
         C: STAT
-        S: +OK 2 88
+        S: +OK 2 84
         C: DELE 2
         S: +OK Message 2 deleted
         C: QUIT
@@ -241,7 +241,7 @@ fn commands_are_refused_in_the_wrong_state() {
         C: user alice
         S: +OK Send your password
         C: pass secret
-        S: +OK Logged in, 2 messages (88 octets)
+        S: +OK Logged in, 2 messages (84 octets)
         C: USER alice
         S: -ERR Already logged in
         C: PASS secret
@@ -274,7 +274,7 @@ fn failed_login_is_delayed_and_identical_for_unknown_user_and_wrong_password() {
         C: USER alice
         S: +OK Send your password
         C: PASS secret
-        S: +OK Logged in, 2 messages (88 octets)
+        S: +OK Logged in, 2 messages (84 octets)
         ",
     );
 }
@@ -289,7 +289,7 @@ fn argument_errors_leave_the_session_usable() {
         C: USER alice
         S: +OK Send your password
         C: PASS secret
-        S: +OK Logged in, 2 messages (88 octets)
+        S: +OK Logged in, 2 messages (84 octets)
         C: RETR 3
         S: -ERR No such message 3
         ",
@@ -320,7 +320,7 @@ fn argument_errors_leave_the_session_usable() {
         &mut s,
         "
         C: STAT
-        S: +OK 2 88
+        S: +OK 2 84
         ",
     );
 }
@@ -346,7 +346,7 @@ fn a_second_session_for_the_same_user_is_in_use_until_the_first_ends() {
         C: USER alice
         S: +OK Send your password
         C: PASS secret
-        S: +OK Logged in, 2 messages (88 octets)
+        S: +OK Logged in, 2 messages (84 octets)
         C: DELE 1
         S: +OK Message 1 deleted
         ",
@@ -370,7 +370,7 @@ fn a_second_session_for_the_same_user_is_in_use_until_the_first_ends() {
         C: USER alice
         S: +OK Send your password
         C: PASS secret
-        S: +OK Logged in, 2 messages (88 octets)
+        S: +OK Logged in, 2 messages (84 octets)
         ",
     );
 }
