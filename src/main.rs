@@ -360,16 +360,23 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let report = report.unwrap_err();
         let lines: Vec<&str> = report.lines().collect();
-        assert_eq!(lines.len(), 2, "{report}");
+        assert_eq!(lines.len(), 3, "{report}");
         assert!(
             lines[0].starts_with(&format!(
+                "{}:2:10: auth passwd-file: config: missing field `path`",
+                path.display()
+            )),
+            "{report}"
+        );
+        assert!(
+            lines[1].starts_with(&format!(
                 "{}:3:11: store plugin name is empty",
                 path.display()
             )),
             "{report}"
         );
         assert!(
-            lines[1].starts_with(&format!("{}:4:12: idle_timeout_secs is 30", path.display())),
+            lines[2].starts_with(&format!("{}:4:12: idle_timeout_secs is 30", path.display())),
             "{report}"
         );
     }
