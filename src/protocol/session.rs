@@ -180,8 +180,11 @@ impl fmt::Display for Sid {
 }
 
 fn ok(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(b"+OK ");
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"+OK");
+    if !text.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(text.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
 }
 

@@ -136,14 +136,7 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
         env,
         settings,
     )?;
-    log::info!(
-        "pop3d listening on {} with {workers} workers",
-        bound
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    log::info!("{workers} worker threads running sessions");
     on_ready(&bound);
 
     let stop = event_loop.run(&mut || {
