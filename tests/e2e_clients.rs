@@ -169,11 +169,15 @@ fn curl_retrieves_every_message_byte_exact() {
     for (i, raw) in client_messages().iter().enumerate() {
         let output = curl(&server, &[], &(i + 1).to_string());
         assert_client_succeeded(&format!("curl RETR {}", i + 1), &output);
-        assert_bytes_eq(
-            &output.stdout,
-            &wire_form(raw),
-            &format!("curl RETR {}", i + 1),
-        );
+        // curl writes the CRLF that starts the terminator (CRLF . CRLF) as
+        // part of the message; for an empty message that CRLF is the one
+        // ending the status line, so curl prints a lone CRLF whatever the
+        // server. (The raw test checks pop3d sends `+OK ...` CRLF `.` CRLF.)
+        let mut expected = wire_form(raw);
+        if expected.is_empty() {
+            expected = b"\r\n".to_vec();
+        }
+        assert_bytes_eq(&output.stdout, &expected, &format!("curl RETR {}", i + 1));
     }
     // curl QUITs after each transfer; RETR deletes nothing.
     assert_eq!(server.files_on_disk("alice").len(), client_messages().len());

@@ -910,6 +910,7 @@ fn client_that_never_reads_does_not_grow_server_memory() {
     // server that holds a whole message in memory fails, and one that
     // queues the 100 replies (2 GB) fails by far.
     let growth_kib = peak.saturating_sub(baseline);
+    eprintln!("server RSS: baseline {baseline} KiB, peak {peak} KiB, growth {growth_kib} KiB");
     assert!(
         growth_kib < 16 * 1024,
         "server RSS grew by {growth_kib} KiB (from {baseline} KiB) while a client sent 100 \
