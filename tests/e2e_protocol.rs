@@ -36,7 +36,11 @@ fn standard_fixture() -> Fixture {
     for m in three_messages() {
         fixture = fixture.message("alice", m);
     }
-    fixture.message("bob", &b"Subject: for bob\n\nhi bob\n"[..])
+    fixture.message_in(
+        "bob",
+        Folder::Cur("S"),
+        &b"Subject: for bob\n\nhi bob\n"[..],
+    )
 }
 
 fn wire_size(raw: &[u8]) -> usize {
@@ -177,7 +181,15 @@ fn full_rfc1939_session() {
     }
 
     // TOP: headers, the blank line, then exactly k body lines.
-    for (n, k) in [(2, 2), (2, 0), (2, 5), (2, 100), (1, 1), (3, 2)] {
+    for (n, k) in [
+        (2, 2),
+        (2, 0),
+        (2, 5),
+        (2, 100),
+        (2, u32::MAX as usize),
+        (1, 1),
+        (3, 2),
+    ] {
         let reply = c.multiline(&format!("TOP {n} {k}"));
         assert_bytes_eq(
             &unstuff(&reply.body),
@@ -476,6 +488,7 @@ fn argument_errors_are_answered_and_the_session_continues() {
         b"TOP 1 -1",
         b"TOP 0 1",
         b"TOP 1 2 3",
+        b"TOP 1 4294967296",
         b"TOP 4 0",
         b"DELE",
         b"DELE 0",
@@ -866,6 +879,17 @@ fn twenty_megabyte_message_is_delivered_byte_exact() {
         "dot-stuffing of the 20 MB message",
     );
 
+    // Commands pipelined behind a streamed body are answered after its
+    // terminator, in order.
+    c.send(b"RETR 1\r\nLIST 2\r\nNOOP\r\n");
+    let again = split_multiline(&c.read_multiline()).expect("second RETR 1");
+    assert_eq!(again.body.len(), reply.body.len(), "second RETR 1 differs");
+    assert_eq!(
+        c.read_line_str(),
+        format!("+OK 2 {}", wire_form(&small).len())
+    );
+    assert!(c.read_line_str().starts_with("+OK"), "NOOP after RETR");
+
     // TOP stops early and the session carries on.
     let top = c.multiline("TOP 1 3");
     assert_bytes_eq(&unstuff(&top.body), &top_of(&big, 3), "TOP 1 3");
@@ -965,7 +989,11 @@ fn login_timeout_closes_an_idle_unauthenticated_connection() {
 
 #[test]
 fn sigterm_with_open_sessions_exits_cleanly_and_deletes_nothing() {
-    let mut server = TestServer::start(standard_fixture());
+    let mut server = TestServer::start(
+        standard_fixture()
+            .user("carol", "secret")
+            .message("carol", big_message(8 << 20)),
+    );
     let before = server.files_on_disk("alice");
     let mut deleter = server.login("alice", "secret");
     deleter.ok("DELE 1");
@@ -974,6 +1002,11 @@ fn sigterm_with_open_sessions_exits_cleanly_and_deletes_nothing() {
     waiting.greeting();
     let mut reader = server.login("bob", "hunter2");
     reader.multiline("RETR 1");
+    // A session in the middle of streaming a large message to a client
+    // that stopped reading.
+    let mut streaming = server.login("carol", "secret");
+    streaming.send(b"RETR 1\r\n");
+    streaming.read_line();
 
     let status = server.terminate();
     assert_eq!(
@@ -994,6 +1027,8 @@ fn sigterm_with_open_sessions_exits_cleanly_and_deletes_nothing() {
         "SIGTERM deleted messages of a session that had not sent QUIT"
     );
     assert_eq!(server.files_on_disk("bob").len(), 1);
+    assert_eq!(server.files_on_disk("carol").len(), 1);
+    drop(streaming);
 }
 
 #[test]
@@ -1031,4 +1066,165 @@ fn passwords_never_appear_in_the_log() {
         "the right password appears in the log"
     );
     assert!(!log.contains(wrong), "a wrong password appears in the log");
+}
+
+#[test]
+fn client_that_stalls_and_resumes_gets_every_byte() {
+    let big = big_message(4 << 20);
+    let server = TestServer::start(
+        Fixture::new()
+            .user("alice", "secret")
+            .message("alice", big.clone()),
+    );
+    let mut c = server.login("alice", "secret");
+    c.send(b"RETR 1\r\nRETR 1\r\nRETR 1\r\nNOOP\r\n");
+    // Stop reading long enough for the socket buffers to fill and the
+    // server to wait for the client; then read everything.
+    std::thread::sleep(Duration::from_millis(1500));
+    let expected = dot_stuff(&wire_form(&big));
+    for i in 1..=3 {
+        let reply = split_multiline(&c.read_multiline())
+            .unwrap_or_else(|| panic!("RETR number {i} is not a multi-line +OK"));
+        assert_bytes_eq(
+            &reply.body,
+            &expected,
+            &format!("RETR number {i} after the client resumed reading"),
+        );
+    }
+    assert!(c.read_line_str().starts_with("+OK"), "NOOP after the RETRs");
+    c.ok("QUIT");
+}
+
+#[test]
+fn commands_are_case_insensitive() {
+    let server = TestServer::start(standard_fixture());
+    let raw = three_messages();
+    let mut c = server.connect();
+    c.greeting();
+    c.ok("user alice");
+    c.ok("Pass secret");
+    assert_eq!(
+        c.ok("stat"),
+        format!("+OK 3 {}", raw.iter().map(|m| wire_size(m)).sum::<usize>())
+    );
+    let reply = c.multiline("rEtR 1");
+    assert_bytes_eq(&unstuff(&reply.body), &wire_form(&raw[0]), "rEtR 1");
+    c.ok("list 2");
+    c.ok("uidl 2");
+    c.multiline("top 2 1");
+    c.ok("dele 3");
+    c.ok("rset");
+    c.ok("noop");
+    c.multiline("capa");
+    c.ok("quit");
+    assert_eq!(server.files_on_disk("alice").len(), 3);
+}
+
+#[test]
+fn password_with_spaces_and_symbols_logs_in() {
+    let password = "correct horse  battery staple %u {x} \\";
+    let server = TestServer::start(
+        standard_fixture()
+            .user("dave", password)
+            .message("dave", &b"Subject: d\n\nd\n"[..]),
+    );
+    let mut c = server.connect();
+    c.greeting();
+    c.ok("USER dave");
+    c.err("PASS correct horse battery staple");
+    c.ok("USER dave");
+    c.ok(&format!("PASS {password}"));
+    assert_eq!(stat(&mut c).0, 1);
+}
+
+#[test]
+fn commands_then_half_close_are_all_carried_out() {
+    // `printf 'USER..\r\nPASS..\r\nDELE 1\r\nQUIT\r\n' | nc host 110`: the
+    // client sends everything and closes its sending side at once.
+    let server = TestServer::start(standard_fixture());
+    let mut c = server.connect();
+    c.send(b"USER alice\r\nPASS secret\r\nDELE 1\r\nQUIT\r\n");
+    c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+    c.greeting();
+    for what in ["USER", "PASS", "DELE", "QUIT"] {
+        let reply = c.read_line_str();
+        assert!(reply.starts_with("+OK"), "{what} got {reply}");
+    }
+    assert_eq!(c.read_to_close(), b"");
+    assert!(
+        !server.message_exists("alice", 1),
+        "QUIT after half-close did not delete"
+    );
+    assert_eq!(server.files_on_disk("alice").len(), 2);
+}
+
+#[test]
+fn mail_arriving_during_a_session_is_left_alone() {
+    let server = TestServer::start(standard_fixture());
+    let mut c = server.login("alice", "secret");
+    let (count, octets) = stat(&mut c);
+    // The MTA delivers a new message while alice is logged in.
+    let arrived = server
+        .maildir("alice")
+        .join("new")
+        .join("1800000000.M99P1.mta-host");
+    std::fs::write(&arrived, b"Subject: late\n\narrived during the session\n").unwrap();
+    assert_eq!(stat(&mut c), (count, octets), "the session's view changed");
+    c.err("RETR 4");
+    for n in 1..=3 {
+        c.ok(&format!("DELE {n}"));
+    }
+    c.ok("QUIT");
+    let names = server.files_on_disk("alice");
+    assert_eq!(
+        names,
+        ["1800000000.M99P1.mta-host"],
+        "QUIT removed a message the session never saw"
+    );
+    let mut c = server.login("alice", "secret");
+    assert_eq!(stat(&mut c).0, 1);
+    let reply = c.multiline("RETR 1");
+    assert_bytes_eq(
+        &unstuff(&reply.body),
+        b"Subject: late\r\n\r\narrived during the session\r\n",
+        "the message that arrived during the previous session",
+    );
+}
+
+#[test]
+fn many_concurrent_sessions_each_get_their_own_mail() {
+    const USERS: usize = 16;
+    let mut fixture = Fixture::new();
+    let mut bodies = Vec::new();
+    for u in 0..USERS {
+        let name = format!("user{u}");
+        fixture = fixture.user(&name, &format!("pw{u}"));
+        let mut body = format!("Subject: for {name}\n\n").into_bytes();
+        body.extend(big_message(256 * 1024 + u * 1000));
+        fixture = fixture.message(&name, body.clone());
+        bodies.push(body);
+    }
+    let server = TestServer::start(fixture);
+    std::thread::scope(|scope| {
+        for (u, body) in bodies.iter().enumerate() {
+            let server = &server;
+            scope.spawn(move || {
+                let name = format!("user{u}");
+                let mut c = server.login(&name, &format!("pw{u}"));
+                for round in 0..3 {
+                    let reply = c.multiline("RETR 1");
+                    assert_bytes_eq(
+                        &unstuff(&reply.body),
+                        &wire_form(body),
+                        &format!("{name} RETR round {round}"),
+                    );
+                }
+                c.ok("DELE 1");
+                c.ok("QUIT");
+            });
+        }
+    });
+    for u in 0..USERS {
+        assert!(server.files_on_disk(&format!("user{u}")).is_empty());
+    }
 }

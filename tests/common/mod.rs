@@ -638,10 +638,16 @@ impl Client {
         }
     }
 
-    /// One line as text without CRLF (lossy for non-UTF-8 bytes), after
-    /// checking it ends in CRLF.
+    /// A status line as text without CRLF (lossy for non-UTF-8 bytes),
+    /// after checking it ends in CRLF and fits RFC 1939's 512 octets.
     pub fn read_line_str(&mut self) -> String {
         let line = self.read_line();
+        assert!(
+            line.len() <= 512,
+            "reply line of {} octets; RFC 1939 allows 512 with CRLF: {:?}",
+            line.len(),
+            String::from_utf8_lossy(&line[..80])
+        );
         let text = line
             .strip_suffix(b"\r\n")
             .unwrap_or_else(|| {
