@@ -397,6 +397,24 @@ fn wrong_password_and_unknown_user_look_the_same() {
     c.ok("USER alice");
     c.ok("PASS secret");
     assert_eq!(stat(&mut c).0, 3);
+    c.ok("QUIT");
+
+    // Pipelined behind a failed login, later commands wait for its
+    // delayed answer and keep their order.
+    let mut c = server.connect();
+    c.greeting();
+    c.send(b"USER alice\r\nPASS wrong\r\nUSER alice\r\nPASS secret\r\nSTAT\r\n");
+    let replies: Vec<String> = (0..5).map(|_| c.read_line_str()).collect();
+    let statuses: Vec<&str> = replies
+        .iter()
+        .map(|r| &r[..r.find(' ').unwrap_or(r.len())])
+        .collect();
+    assert_eq!(
+        statuses,
+        ["+OK", "-ERR", "+OK", "+OK", "+OK"],
+        "replies: {replies:?}"
+    );
+    assert!(replies[1].starts_with("-ERR [AUTH]"), "{}", replies[1]);
 }
 
 #[test]
@@ -449,6 +467,9 @@ fn argument_errors_are_answered_and_the_session_continues() {
         b"FOO",
         b"",
         b"US\0ER alice",
+        b"APOP alice 0123456789abcdef0123456789abcdef",
+        b"AUTH PLAIN",
+        b"STLS",
     ];
     for line in bad_before_login {
         c.send(&[line, &b"\r\n"[..]].concat());
@@ -509,6 +530,8 @@ fn argument_errors_are_answered_and_the_session_continues() {
         b"DELE \x001",
         b"DELE 1\0",
         b"RETR 1\0",
+        b"STLS",
+        b"AUTH PLAIN",
     ];
     for line in bad_after_login {
         c.send(&[line, &b"\r\n"[..]].concat());
@@ -1227,4 +1250,147 @@ fn many_concurrent_sessions_each_get_their_own_mail() {
     for u in 0..USERS {
         assert!(server.files_on_disk(&format!("user{u}")).is_empty());
     }
+}
+
+#[test]
+fn more_pipelined_commands_than_the_queue_holds_are_all_answered() {
+    // max_pipelined_lines is 128: the server must stop reading, answer,
+    // and come back for the rest of what is waiting in the socket.
+    let server = TestServer::start(standard_fixture());
+    let mut c = server.login("alice", "secret");
+    let expected_list = c.ok("LIST 2");
+    let mut batch = String::new();
+    for i in 0..1000 {
+        batch.push_str(if i % 2 == 0 { "NOOP\r\n" } else { "LIST 2\r\n" });
+    }
+    batch.push_str("STAT\r\n");
+    c.send(batch.as_bytes());
+    for i in 0..1000 {
+        let reply = c.read_line_str();
+        if i % 2 == 0 {
+            assert!(reply.starts_with("+OK"), "reply {i} (NOOP): {reply}");
+        } else {
+            assert_eq!(reply, expected_list, "reply {i} (LIST 2)");
+        }
+    }
+    assert!(
+        c.read_line_str().starts_with("+OK 3 "),
+        "STAT after 1000 commands"
+    );
+    c.ok("QUIT");
+}
+
+#[test]
+fn client_vanishing_mid_retr_leaves_the_server_working() {
+    let big = big_message(8 << 20);
+    let server = TestServer::start(
+        Fixture::new()
+            .user("alice", "secret")
+            .message("alice", big.clone())
+            .message("alice", &b"Subject: s\n\ns\n"[..]),
+    );
+    for _ in 0..3 {
+        let mut c = server.login_when_released("alice", "secret");
+        c.ok("DELE 2");
+        c.send(b"RETR 1\r\n");
+        c.read_line();
+        let mut some = [0u8; 4096];
+        std::io::Read::read(&mut c.stream(), &mut some).unwrap();
+        // Closing with unread data makes the kernel send a reset.
+        drop(c);
+    }
+    let mut c = server.login_when_released("alice", "secret");
+    assert_eq!(
+        stat(&mut c).0,
+        2,
+        "a vanished client's DELE was carried out"
+    );
+    let reply = c.multiline("RETR 1");
+    assert_bytes_eq(&unstuff(&reply.body), &wire_form(&big), "RETR after resets");
+    c.ok("QUIT");
+}
+
+#[test]
+fn empty_maildrop() {
+    let server = TestServer::start(Fixture::new().user("erin", "secret"));
+    let mut c = server.login("erin", "secret");
+    assert_eq!(stat(&mut c), (0, 0));
+    assert!(
+        c.multiline("LIST").body.is_empty(),
+        "LIST of an empty maildrop"
+    );
+    assert!(
+        c.multiline("UIDL").body.is_empty(),
+        "UIDL of an empty maildrop"
+    );
+    c.err("LIST 1");
+    c.err("RETR 1");
+    c.err("DELE 1");
+    c.ok("RSET");
+    c.ok("QUIT");
+}
+
+#[test]
+fn fifteen_thousand_messages_list_uidl_and_delete() {
+    const COUNT: usize = 15_000;
+    let mut fixture = Fixture::new().user("alice", "secret");
+    for i in 0..COUNT {
+        fixture = fixture.message("alice", format!("Subject: {i}\n\nbody {i}\n"));
+    }
+    let server = TestServer::start(fixture);
+    let mut c = server.login("alice", "secret");
+    let sizes: Vec<usize> = (0..COUNT)
+        .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").len())
+        .collect();
+    assert_eq!(stat(&mut c), (COUNT, sizes.iter().sum()));
+    let listed = list(&mut c);
+    assert_eq!(listed.len(), COUNT);
+    for (i, (n, size)) in listed.iter().enumerate() {
+        assert_eq!((*n, *size), (i + 1, sizes[i]), "LIST line {}", i + 1);
+    }
+    let uids = uidl(&mut c);
+    assert_eq!(uids.len(), COUNT);
+    let mut distinct: Vec<&str> = uids.iter().map(|(_, u)| u.as_str()).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), COUNT, "UIDLs are not unique");
+    assert_eq!(
+        c.ok(&format!("UIDL {COUNT}")),
+        format!("+OK {COUNT} {}", uids[COUNT - 1].1)
+    );
+    let last = c.multiline(&format!("RETR {COUNT}"));
+    assert_eq!(
+        unstuff(&last.body),
+        format!("Subject: {}\r\n\r\nbody {}\r\n", COUNT - 1, COUNT - 1).into_bytes()
+    );
+
+    // Delete every other message, pipelined.
+    let dele: String = (1..=COUNT)
+        .step_by(2)
+        .map(|n| format!("DELE {n}\r\n"))
+        .collect();
+    c.send(dele.as_bytes());
+    for n in (1..=COUNT).step_by(2) {
+        let reply = c.read_line_str();
+        assert!(reply.starts_with("+OK"), "DELE {n}: {reply}");
+    }
+    assert_eq!(list(&mut c).len(), COUNT / 2);
+    c.ok("QUIT");
+    assert_eq!(server.files_on_disk("alice").len(), COUNT / 2);
+    let mut c = server.login("alice", "secret");
+    let remaining = uidl(&mut c);
+    let expected: Vec<&str> = uids
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|(_, u)| u.as_str())
+        .collect();
+    assert_eq!(
+        remaining
+            .iter()
+            .map(|(_, u)| u.as_str())
+            .collect::<Vec<_>>(),
+        expected,
+        "UIDLs of the kept messages changed"
+    );
 }
