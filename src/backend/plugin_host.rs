@@ -373,6 +373,8 @@ struct Header {
     thread_safe: bool,
     /// The function table, not yet read.
     table: *const c_void,
+    /// `log` target for everything about this plugin.
+    target: String,
     /// The table's size as the plugin reports it.
     table_size: u64,
 }
@@ -445,6 +447,7 @@ fn read_header(plugin: &str, target: &str, entry: EntryFn, kind: u32) -> Result<
         version: (major, minor),
         thread_safe: header.flags & abi::FLAG_THREAD_SAFE != 0,
         table: header.table,
+        target: target.to_string(),
         table_size,
     })
 }
@@ -519,6 +522,9 @@ fn status_to_result(code: Status, detail: String) -> Result<(), BackendError> {
 struct Instance<F> {
     /// "plugin `name` (origin)", the prefix of every log line and error.
     label: String,
+    /// `log` target of everything logged about this plugin, the same one
+    /// its own lines use, so one filter shows all of it.
+    target: String,
     /// The plugin's functions, copied out of its table and checked.
     fns: F,
     /// Frees the instance when the last user is gone.
@@ -544,6 +550,7 @@ impl<F> Instance<F> {
     fn new(header: &Header, origin: &str, fns: F, destroy: abi::DestroyFn, handle: *mut c_void) -> Self {
         Instance {
             label: format!("plugin `{}` ({origin})", header.name),
+            target: header.target.clone(),
             fns,
             destroy,
             handle,
@@ -588,12 +595,15 @@ impl<F> Instance<F> {
         match code {
             status::PANICKED => {
                 if !self.poisoned.swap(true, Ordering::AcqRel) {
-                    log::error!("{detail}; the plugin panicked and is disabled until pop3d restarts");
+                    log::error!(
+                        target: &self.target,
+                        "{detail}; the plugin panicked and is disabled until pop3d restarts"
+                    );
                 }
             }
-            status::DENIED => log::debug!("{detail}"),
-            status::NOT_FOUND | status::IN_USE => log::info!("{detail}"),
-            _ => log::warn!("{detail}"),
+            status::DENIED => log::debug!(target: &self.target, "{detail}"),
+            status::NOT_FOUND | status::IN_USE => log::info!(target: &self.target, "{detail}"),
+            _ => log::warn!(target: &self.target, "{detail}"),
         }
         status_to_result(code, detail)
     }
@@ -671,6 +681,7 @@ impl PluginAuthenticator {
         };
         let instance = Instance::new(&header, origin, fns, destroy, handle);
         log::info!(
+            target: &instance.target,
             "loaded {} (auth, plugin ABI {}.{}, {}{})",
             instance.label,
             header.version.0,
@@ -732,7 +743,7 @@ impl PluginAuthenticator {
                 self.instance.label
             )));
         }
-        let info = attributes.finish(&self.instance.label)?;
+        let info = attributes.finish(&self.instance)?;
         Ok((Secret(std::mem::take(&mut secret.bytes)), info))
     }
 }
@@ -759,7 +770,7 @@ impl Authenticator for PluginAuthenticator {
             )
         };
         match self.instance.finish("authenticate", code, &err) {
-            Ok(()) => attributes.finish(&self.instance.label),
+            Ok(()) => attributes.finish(&self.instance),
             // Never tell "no such user" apart from "wrong password".
             Err(BackendError::NotFound(_)) => Err(BackendError::Denied),
             Err(other) => Err(other),
@@ -865,6 +876,7 @@ impl PluginStore {
         let handle = create_instance(origin, create, config_ron)?;
         let instance = Instance::new(&header, origin, fns, destroy, handle);
         log::info!(
+            target: &instance.target,
             "loaded {} (store, plugin ABI {}.{}, {})",
             instance.label,
             header.version.0,
@@ -898,7 +910,7 @@ impl PluginStore {
         if outcome.is_ok() {
             if let Some(problem) = sink.problem.take() {
                 let detail = format!("{}: list: {problem}", instance.label);
-                log::warn!("{detail}");
+                log::warn!(target: &instance.target, "{detail}");
                 outcome = Err(BackendError::PermFail(detail));
             }
         }
@@ -951,6 +963,7 @@ impl Store for PluginStore {
         instance.finish("open", code, &err)?;
         let messages = self.list(handle)?;
         log::debug!(
+            target: &instance.target,
             "{}: opened maildrop of {} ({} messages)",
             instance.label,
             user.name,
@@ -1084,7 +1097,7 @@ impl MessageReader for PluginReader {
                     instance.label,
                     buf.len()
                 );
-                log::error!("{detail}");
+                log::error!(target: &instance.target, "{detail}");
                 Err(BackendError::PermFail(detail))
             }
         }
@@ -1207,10 +1220,10 @@ impl UserSink {
         Ok(texts)
     }
 
-    fn finish(&mut self, label: &str) -> Result<UserInfo, BackendError> {
+    fn finish<F>(&mut self, instance: &Instance<F>) -> Result<UserInfo, BackendError> {
         if let Some(problem) = self.problem.take() {
-            let detail = format!("{label}: {problem}");
-            log::warn!("{detail}");
+            let detail = format!("{}: {problem}", instance.label);
+            log::warn!(target: &instance.target, "{detail}");
             return Err(BackendError::PermFail(detail));
         }
         Ok(UserInfo {
