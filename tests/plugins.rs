@@ -13,7 +13,7 @@
 //! the header against the Rust definitions.
 
 use pop3d::backend::plugin_host::{self, PluginError};
-use pop3d::backend::{Authenticator, BackendError, Maildrop, Store, UserInfo};
+use pop3d::backend::{Authenticator, BackendError, Store, UserInfo};
 use pop3d_plugin_api::abi;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -105,7 +105,15 @@ fn build_c(dir: &Scratch, source: &str, library: &str, defines: &[&str]) -> Path
     let output = dir.path(library);
     let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
     let result = Command::new(&compiler)
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC"])
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-shared",
+            "-fPIC",
+        ])
         .arg(format!("-I{REPO}/plugins/api/include"))
         .args(defines.iter().map(|define| format!("-D{define}")))
         .arg("-o")
@@ -137,7 +145,16 @@ fn rust_plugin(library: &str) -> PathBuf {
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "dir-store", "-p", "panicky-store", "--profile", &profile])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "dir-store",
+                "-p",
+                "panicky-store",
+                "--profile",
+                &profile,
+            ])
             .arg("--target-dir")
             .arg(target_dir)
             .current_dir(REPO)
@@ -180,7 +197,8 @@ fn c_header_layout_matches_the_rust_abi() {
     let library = unsafe { libloading::Library::new(&library_path) }.unwrap();
     // SAFETY: the fixture defines the function with this signature.
     let report_fn = unsafe {
-        library.get::<unsafe extern "C" fn(*mut std::ffi::c_char, u64) -> u64>(b"pop3d_layout_report")
+        library
+            .get::<unsafe extern "C" fn(*mut std::ffi::c_char, u64) -> u64>(b"pop3d_layout_report")
     }
     .unwrap();
     let mut buf = vec![0u8; 8192];
@@ -197,7 +215,12 @@ fn c_header_layout_matches_the_rust_abi() {
     }
     macro_rules! field {
         ($t:ident, $f:ident) => {
-            rust_report += &format!("{}.{}@{}\n", stringify!($t), stringify!($f), offset_of!($t, $f));
+            rust_report += &format!(
+                "{}.{}@{}\n",
+                stringify!($t),
+                stringify!($f),
+                offset_of!($t, $f)
+            );
         };
     }
     size!(Pop3dHost);
@@ -272,7 +295,18 @@ fn c_header_layout_matches_the_rust_abi() {
         "kind {} {} log {} {} {} {} {}\n",
         KIND_AUTH, KIND_STORE, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE
     );
-    assert_eq!(c_report, rust_report);
+    let drift: Vec<String> = c_report
+        .lines()
+        .zip(rust_report.lines())
+        .filter(|(c, rust)| c != rust)
+        .map(|(c, rust)| format!("C: {c}  Rust: {rust}"))
+        .collect();
+    assert!(
+        drift.is_empty(),
+        "pop3d_plugin.h and abi.rs disagree:\n{}",
+        drift.join("\n")
+    );
+    assert_eq!(c_report.lines().count(), rust_report.lines().count());
 }
 
 // ------------------------------------------------------- the C auth plugin
@@ -281,20 +315,37 @@ fn c_header_layout_matches_the_rust_abi() {
 fn c_static_auth_checks_passwords_and_returns_attributes() {
     capture_logs();
     let dir = Scratch::new("static-auth");
-    let path = build_c(&dir, "c-static-auth/static_auth.c", "libstatic_auth.so", &[]);
+    let path = build_c(
+        &dir,
+        "c-static-auth/static_auth.c",
+        "libstatic_auth.so",
+        &[],
+    );
     let auth = plugin_host::load_auth(&path, "()").unwrap();
 
     let alice = auth.authenticate("alice", b"wonderland").unwrap();
     assert_eq!(alice.name, "alice");
     assert_eq!(alice.home.as_deref(), Some("/home/alice"));
-    assert_eq!(alice.extra, vec![("failed_logins".to_string(), "0".to_string())]);
+    assert_eq!(
+        alice.extra,
+        vec![("failed_logins".to_string(), "0".to_string())]
+    );
 
     // The canonical spelling comes from the plugin, not from the client.
-    assert_eq!(auth.authenticate("ALICE", b"wonderland").unwrap().name, "alice");
+    assert_eq!(
+        auth.authenticate("ALICE", b"wonderland").unwrap().name,
+        "alice"
+    );
     assert_eq!(auth.authenticate("bob", b"builder").unwrap().home, None);
 
-    assert_eq!(auth.authenticate("alice", b"Wonderland"), Err(BackendError::Denied));
-    assert_eq!(auth.authenticate("mallory", b"wonderland"), Err(BackendError::Denied));
+    assert_eq!(
+        auth.authenticate("alice", b"Wonderland"),
+        Err(BackendError::Denied)
+    );
+    assert_eq!(
+        auth.authenticate("mallory", b"wonderland"),
+        Err(BackendError::Denied)
+    );
     assert_eq!(auth.authenticate("", b""), Err(BackendError::Denied));
 
     // The optional get_secret is there, and unknown users are Denied.
@@ -321,14 +372,22 @@ fn c_static_auth_checks_passwords_and_returns_attributes() {
 #[test]
 fn calls_into_a_plugin_without_the_thread_safe_flag_are_serialized() {
     let dir = Scratch::new("serialized");
-    let path = build_c(&dir, "c-static-auth/static_auth.c", "libstatic_auth.so", &[]);
+    let path = build_c(
+        &dir,
+        "c-static-auth/static_auth.c",
+        "libstatic_auth.so",
+        &[],
+    );
     let auth = Arc::new(plugin_host::load_auth(&path, "()").unwrap());
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let auth = Arc::clone(&auth);
             std::thread::spawn(move || {
                 for _ in 0..500 {
-                    assert_eq!(auth.authenticate("bob", b"wrong"), Err(BackendError::Denied));
+                    assert_eq!(
+                        auth.authenticate("bob", b"wrong"),
+                        Err(BackendError::Denied)
+                    );
                 }
             })
         })
@@ -337,25 +396,50 @@ fn calls_into_a_plugin_without_the_thread_safe_flag_are_serialized() {
         thread.join().unwrap();
     }
     let bob = auth.authenticate("bob", b"builder").unwrap();
-    assert_eq!(bob.extra, vec![("failed_logins".to_string(), "4000".to_string())]);
+    assert_eq!(
+        bob.extra,
+        vec![("failed_logins".to_string(), "4000".to_string())]
+    );
 }
 
 #[test]
 fn generic_entry_alias_finds_a_renamed_c_plugin() {
     let dir = Scratch::new("renamed");
-    let built = build_c(&dir, "c-static-auth/static_auth.c", "libstatic_auth.so", &[]);
+    let built = build_c(
+        &dir,
+        "c-static-auth/static_auth.c",
+        "libstatic_auth.so",
+        &[],
+    );
     let renamed = dir.path("site-auth.so");
     fs::copy(&built, &renamed).unwrap();
     let auth = plugin_host::load_auth(&renamed, "()").unwrap();
-    assert_eq!(auth.authenticate("alice", b"wonderland").unwrap().name, "alice");
+    assert_eq!(
+        auth.authenticate("alice", b"wonderland").unwrap().name,
+        "alice"
+    );
 }
 
 #[test]
 fn a_config_the_plugin_rejects_stops_start_up_with_its_message() {
     let dir = Scratch::new("config");
-    let path = build_c(&dir, "c-static-auth/static_auth.c", "libstatic_auth.so", &[]);
+    let path = build_c(
+        &dir,
+        "c-static-auth/static_auth.c",
+        "libstatic_auth.so",
+        &[],
+    );
     let error = load_error_auth(&path, "(users: [\"eve\"])");
-    assert!(matches!(error, PluginError::ConfigRejected { status: "PERM_FAIL", .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            PluginError::ConfigRejected {
+                status: "PERM_FAIL",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(
@@ -367,13 +451,27 @@ fn a_config_the_plugin_rejects_stops_start_up_with_its_message() {
 #[test]
 fn an_auth_plugin_configured_as_store_is_refused() {
     let dir = Scratch::new("kind");
-    let path = build_c(&dir, "c-static-auth/static_auth.c", "libstatic_auth.so", &[]);
+    let path = build_c(
+        &dir,
+        "c-static-auth/static_auth.c",
+        "libstatic_auth.so",
+        &[],
+    );
     let error = plugin_host::load_store(&path, "()").unwrap_err();
     assert!(
-        matches!(error, PluginError::WrongKind { expected: "store", found: 1, .. }),
+        matches!(
+            error,
+            PluginError::WrongKind {
+                expected: "store",
+                found: 1,
+                ..
+            }
+        ),
         "{error:?}"
     );
-    assert!(error.to_string().contains("is an auth plugin, but it is configured as the store backend"));
+    assert!(error
+        .to_string()
+        .contains("is an auth plugin, but it is configured as the store backend"));
 }
 
 // ------------------------------------------------ libraries built broken
@@ -405,9 +503,23 @@ fn a_plugin_for_another_major_version_is_refused_naming_both_versions() {
 #[test]
 fn a_header_with_the_wrong_magic_is_refused() {
     let dir = Scratch::new("magic");
-    let path = build_c(&dir, "c-fixtures/broken_auth.c", "libbroken_auth.so", &["FIX_MAGIC=0x12345678u"]);
+    let path = build_c(
+        &dir,
+        "c-fixtures/broken_auth.c",
+        "libbroken_auth.so",
+        &["FIX_MAGIC=0x12345678u"],
+    );
     let error = load_error_auth(&path, "()");
-    assert!(matches!(error, PluginError::BadMagic { found: 0x1234_5678, .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            PluginError::BadMagic {
+                found: 0x1234_5678,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("is not a pop3d plugin"));
 }
 
@@ -425,7 +537,10 @@ fn a_library_whose_entry_symbol_does_not_match_its_name_is_refused() {
         error,
         PluginError::NoEntrySymbol {
             plugin: path.display().to_string(),
-            tried: vec!["pop3d_plugin_broken_auth".to_string(), "pop3d_plugin_entry".to_string()],
+            tried: vec![
+                "pop3d_plugin_broken_auth".to_string(),
+                "pop3d_plugin_entry".to_string()
+            ],
         }
     );
     assert!(error
@@ -438,26 +553,47 @@ fn a_shared_library_that_is_not_a_plugin_is_refused() {
     let dir = Scratch::new("not-a-plugin");
     let path = build_c(&dir, "c-fixtures/not_a_plugin.c", "libnot_a_plugin.so", &[]);
     let error = load_error_auth(&path, "()");
-    assert!(matches!(error, PluginError::NoEntrySymbol { .. }), "{error:?}");
+    assert!(
+        matches!(error, PluginError::NoEntrySymbol { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("is not a pop3d plugin"));
 
     let text = dir.path("libnotes.so");
     fs::write(&text, "not ELF at all\n").unwrap();
     let error = load_error_auth(&text, "()");
     assert!(matches!(error, PluginError::Open { .. }), "{error:?}");
-    assert!(error.to_string().starts_with(&format!("cannot load plugin {}", text.display())));
+    assert!(error
+        .to_string()
+        .starts_with(&format!("cannot load plugin {}", text.display())));
 
     let missing = dir.path("libmissing.so");
-    assert!(matches!(load_error_auth(&missing, "()"), PluginError::Open { .. }));
+    assert!(matches!(
+        load_error_auth(&missing, "()"),
+        PluginError::Open { .. }
+    ));
 }
 
 #[test]
 fn a_table_too_small_for_the_required_functions_is_refused() {
     let dir = Scratch::new("small-table");
-    let path = build_c(&dir, "c-fixtures/broken_auth.c", "libbroken_auth.so", &["FIX_TABLE_SIZE=24"]);
+    let path = build_c(
+        &dir,
+        "c-fixtures/broken_auth.c",
+        "libbroken_auth.so",
+        &["FIX_TABLE_SIZE=24"],
+    );
     let error = load_error_auth(&path, "()");
     assert!(
-        matches!(error, PluginError::TableTooSmall { size: 24, needed: 32, plugin_version: (1, 0), .. }),
+        matches!(
+            error,
+            PluginError::TableTooSmall {
+                size: 24,
+                needed: 32,
+                plugin_version: (1, 0),
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert!(error.to_string().contains("has a 24-byte function table"));
@@ -466,10 +602,21 @@ fn a_table_too_small_for_the_required_functions_is_refused() {
 #[test]
 fn a_null_required_function_is_refused() {
     let dir = Scratch::new("null-fn");
-    let path = build_c(&dir, "c-fixtures/broken_auth.c", "libbroken_auth.so", &["NULL_AUTHENTICATE"]);
+    let path = build_c(
+        &dir,
+        "c-fixtures/broken_auth.c",
+        "libbroken_auth.so",
+        &["NULL_AUTHENTICATE"],
+    );
     let error = load_error_auth(&path, "()");
     assert!(
-        matches!(error, PluginError::MissingFunction { function: "authenticate", .. }),
+        matches!(
+            error,
+            PluginError::MissingFunction {
+                function: "authenticate",
+                ..
+            }
+        ),
         "{error:?}"
     );
 }
@@ -477,8 +624,16 @@ fn a_null_required_function_is_refused() {
 #[test]
 fn a_plugin_may_refuse_the_host() {
     let dir = Scratch::new("refuse");
-    let path = build_c(&dir, "c-fixtures/broken_auth.c", "libbroken_auth.so", &["REFUSE_HOST"]);
-    assert!(matches!(load_error_auth(&path, "()"), PluginError::EntryRefused { .. }));
+    let path = build_c(
+        &dir,
+        "c-fixtures/broken_auth.c",
+        "libbroken_auth.so",
+        &["REFUSE_HOST"],
+    );
+    assert!(matches!(
+        load_error_auth(&path, "()"),
+        PluginError::EntryRefused { .. }
+    ));
 }
 
 /// A table that ends before an optional function (an older minor version)
@@ -487,7 +642,12 @@ fn a_plugin_may_refuse_the_host() {
 #[test]
 fn an_optional_function_beyond_the_table_size_is_absent() {
     let dir = Scratch::new("old-minor");
-    let path = build_c(&dir, "c-fixtures/broken_auth.c", "libbroken_auth.so", &["FIX_TABLE_SIZE=32"]);
+    let path = build_c(
+        &dir,
+        "c-fixtures/broken_auth.c",
+        "libbroken_auth.so",
+        &["FIX_TABLE_SIZE=32"],
+    );
     let auth = plugin_host::load_auth(&path, "()").unwrap();
     assert!(!auth.supports_secrets());
     assert!(matches!(auth.secret("x"), Err(BackendError::PermFail(_))));
@@ -554,7 +714,13 @@ fn dir_store_lists_streams_locks_and_deletes_through_the_abi() {
     let hello = b"Subject: hello\n\nbare LF lines\n.leading dot\n".to_vec();
     let crlf = b"Subject: crlf\r\n\r\nalready CRLF\r\n".to_vec();
     let big: Vec<u8> = (0..200_000u32)
-        .map(|i| if i % 77 == 76 { b'\n' } else { b'a' + (i % 26) as u8 })
+        .map(|i| {
+            if i % 77 == 76 {
+                b'\n'
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
         .chain(*b"no newline at the end")
         .collect();
     fs::write(carol.join("001-hello"), &hello).unwrap();
@@ -572,7 +738,11 @@ fn dir_store_lists_streams_locks_and_deletes_through_the_abi() {
     let sizes: Vec<u64> = maildrop.messages().iter().map(|m| m.wire_size).collect();
     assert_eq!(
         sizes,
-        [expected_wire_size(&hello), expected_wire_size(&crlf), expected_wire_size(&big)]
+        [
+            expected_wire_size(&hello),
+            expected_wire_size(&crlf),
+            expected_wire_size(&big)
+        ]
     );
     assert_eq!(sizes[1], crlf.len() as u64);
 
@@ -582,11 +752,18 @@ fn dir_store_lists_streams_locks_and_deletes_through_the_abi() {
     assert!(reads >= 4, "{reads} reads");
     let (bytes, _) = read_to_end(maildrop.open_message(0).unwrap().as_mut());
     assert_eq!(bytes, hello);
-    assert!(matches!(maildrop.open_message(3), Err(BackendError::NotFound(_))));
+    assert!(matches!(
+        maildrop.open_message(3),
+        Err(BackendError::NotFound(_))
+    ));
 
     // Exclusive: a second session is told the maildrop is in use.
     let second = store.open(&user("carol"));
-    assert!(matches!(second, Err(BackendError::InUse(_))), "{:?}", second.err());
+    assert!(
+        matches!(second, Err(BackendError::InUse(_))),
+        "{:?}",
+        second.err()
+    );
     assert_eq!(second.err().unwrap().response_code(), "[IN-USE]");
 
     // Dropping the maildrop releases it without deleting anything.
@@ -613,17 +790,22 @@ fn dir_store_lists_streams_locks_and_deletes_through_the_abi() {
     // A new user gets an empty maildrop, and names cannot escape the root.
     assert!(store.open(&user("dave")).unwrap().messages().is_empty());
     let escape = store.open(&user("../carol"));
-    assert!(matches!(escape, Err(BackendError::PermFail(_))), "{:?}", escape.err());
+    assert!(
+        matches!(escape, Err(BackendError::PermFail(_))),
+        "{:?}",
+        escape.err()
+    );
 
     // The SDK's log macros reach the host's log under the plugin's name.
     let lines = logged("pop3d::plugin::dir_store");
     assert!(
-        lines
-            .iter()
-            .any(|l| l.level == log::Level::Warn && l.text.contains("has space: name is not a valid UIDL")),
+        lines.iter().any(|l| l.level == log::Level::Warn
+            && l.text.contains("has space: name is not a valid UIDL")),
         "{lines:?}"
     );
-    assert!(lines.iter().any(|l| l.level == log::Level::Debug && l.text.contains("with 3 messages")));
+    assert!(lines
+        .iter()
+        .any(|l| l.level == log::Level::Debug && l.text.contains("with 3 messages")));
 }
 
 #[test]
@@ -635,12 +817,26 @@ fn dir_store_refuses_a_bad_config_with_its_own_message() {
     let config = format!("(root: {:?})", missing.display().to_string());
     let error = plugin_host::load_store(&library, &config).unwrap_err();
     let message = error.to_string();
-    assert!(matches!(error, PluginError::ConfigRejected { .. }), "{error:?}");
-    assert!(message.contains(&format!("dir-store root {}", missing.display())), "{message}");
-    assert!(message.contains("fix `root` in the store config"), "{message}");
+    assert!(
+        matches!(error, PluginError::ConfigRejected { .. }),
+        "{error:?}"
+    );
+    assert!(
+        message.contains(&format!("dir-store root {}", missing.display())),
+        "{message}"
+    );
+    assert!(
+        message.contains("fix `root` in the store config"),
+        "{message}"
+    );
 
     let error = plugin_host::load_store(&library, "(rot: \"/tmp\")").unwrap_err();
-    assert!(error.to_string().contains("expected (root: \"/path/to/maildrops\")"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("expected (root: \"/path/to/maildrops\")"),
+        "{error}"
+    );
 }
 
 // ------------------------------------------------------------- panics
@@ -656,20 +852,29 @@ fn a_panicking_store_plugin_is_poisoned_and_logged_once() {
 
     let first = store.open(&user("erin")).err().unwrap();
     assert_eq!(first.response_code(), "[SYS/TEMP]");
-    assert!(first.to_string().contains("panics in open (user erin)"), "{first}");
+    assert!(
+        first.to_string().contains("panics in open (user erin)"),
+        "{first}"
+    );
     assert!(store.is_poisoned());
 
     for _ in 0..3 {
         let later = store.open(&user("erin")).err().unwrap();
         assert_eq!(later.response_code(), "[SYS/TEMP]");
-        assert!(later.to_string().contains("is disabled after a panic"), "{later}");
+        assert!(
+            later.to_string().contains("is disabled after a panic"),
+            "{later}"
+        );
     }
     let panics: Vec<_> = logged("pop3d::plugin::panicky_store")
         .into_iter()
         .filter(|l| l.level == log::Level::Error)
         .collect();
     assert_eq!(panics.len(), 1, "{panics:?}");
-    assert!(panics[0].text.contains("panicked and is disabled"), "{panics:?}");
+    assert!(
+        panics[0].text.contains("panicked and is disabled"),
+        "{panics:?}"
+    );
 }
 
 #[test]
@@ -677,7 +882,12 @@ fn a_plugin_that_panics_while_starting_stops_start_up() {
     let library = rust_plugin("libpanicky_store.so");
     let error = plugin_host::load_store(&library, "(panic_in_create: true)").unwrap_err();
     assert!(matches!(error, PluginError::Panicked { .. }), "{error:?}");
-    assert!(error.to_string().contains("panics in create, as configured"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("panics in create, as configured"),
+        "{error}"
+    );
 }
 
 // ------------------------------------------------- a built-in plugin
@@ -738,12 +948,22 @@ fn a_builtin_rust_plugin_goes_through_the_abi_and_is_poisoned_by_a_panic() {
     assert!(auth.is_poisoned());
     // Poisoned: even a correct password is now a temporary failure.
     assert_eq!(
-        auth.authenticate("Ann", b"nnA").unwrap_err().response_code(),
+        auth.authenticate("Ann", b"nnA")
+            .unwrap_err()
+            .response_code(),
         "[SYS/TEMP]"
     );
 
     let lines = logged("pop3d::plugin::mirror_auth");
-    assert!(lines.iter().any(|l| l.text == "mirror auth created with config ()"), "{lines:?}");
-    let errors = lines.iter().filter(|l| l.level == log::Level::Error).count();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text == "mirror auth created with config ()"),
+        "{lines:?}"
+    );
+    let errors = lines
+        .iter()
+        .filter(|l| l.level == log::Level::Error)
+        .count();
     assert_eq!(errors, 1, "{lines:?}");
 }

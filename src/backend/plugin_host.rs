@@ -43,8 +43,8 @@
 use super::{Authenticator, BackendError, Maildrop, MessageInfo, MessageReader, Store, UserInfo};
 use libloading::Library;
 use pop3d_plugin_api::abi::{
-    self, status, Pop3dAuthTable, Pop3dBuf, Pop3dHost, Pop3dKeyValue, Pop3dListSink, Pop3dPluginHeader,
-    Pop3dStoreTable, Pop3dStr, Pop3dUser, Pop3dUserOut, Status,
+    self, status, Pop3dAuthTable, Pop3dBuf, Pop3dHost, Pop3dKeyValue, Pop3dListSink,
+    Pop3dPluginHeader, Pop3dStoreTable, Pop3dStr, Pop3dUser, Pop3dUserOut, Status,
 };
 use std::collections::HashSet;
 use std::ffi::{c_void, CStr};
@@ -261,12 +261,19 @@ fn kind_name(kind: u32) -> &'static str {
 
 /// The symbol names the loader tries for `path`, in order.
 pub fn entry_symbol_candidates(path: &Path) -> Vec<String> {
-    let file_name = path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy())
+        .unwrap_or_default();
     let stem = file_name.split('.').next().unwrap_or_default();
     let stem = stem.strip_prefix("lib").unwrap_or(stem);
     let mut candidates = Vec::with_capacity(2);
     if !stem.is_empty() {
-        candidates.push(format!("{}{}", abi::ENTRY_SYMBOL_PREFIX, stem.replace('-', "_")));
+        candidates.push(format!(
+            "{}{}",
+            abi::ENTRY_SYMBOL_PREFIX,
+            stem.replace('-', "_")
+        ));
     }
     candidates.push(abi::GENERIC_ENTRY_SYMBOL.to_string());
     candidates
@@ -290,13 +297,31 @@ pub fn load_store(path: &Path, config_ron: &str) -> Result<PluginStore, PluginEr
 /// Starts an auth plugin linked into the binary, through the same
 /// validation and table as a loaded one. `name` is for logs and errors;
 /// `entry` is the plugin crate's `pop3d_plugin_entry`.
-pub fn builtin_auth(name: &str, entry: EntryFn, config_ron: &str) -> Result<PluginAuthenticator, PluginError> {
-    PluginAuthenticator::start(&format!("built-in `{name}`"), &log_target(name), entry, config_ron)
+pub fn builtin_auth(
+    name: &str,
+    entry: EntryFn,
+    config_ron: &str,
+) -> Result<PluginAuthenticator, PluginError> {
+    PluginAuthenticator::start(
+        &format!("built-in `{name}`"),
+        &log_target(name),
+        entry,
+        config_ron,
+    )
 }
 
 /// Starts a store plugin linked into the binary; see [`builtin_auth`].
-pub fn builtin_store(name: &str, entry: EntryFn, config_ron: &str) -> Result<PluginStore, PluginError> {
-    PluginStore::start(&format!("built-in `{name}`"), &log_target(name), entry, config_ron)
+pub fn builtin_store(
+    name: &str,
+    entry: EntryFn,
+    config_ron: &str,
+) -> Result<PluginStore, PluginError> {
+    PluginStore::start(
+        &format!("built-in `{name}`"),
+        &log_target(name),
+        entry,
+        config_ron,
+    )
 }
 
 fn log_target(plugin_name: &str) -> String {
@@ -319,7 +344,12 @@ fn open_library(path: &Path) -> Result<(EntryFn, String), PluginError> {
         // SAFETY: a pop3d entry symbol has the EntryFn signature by the ABI's
         // definition; we only copy the function pointer out here.
         if let Ok(entry) = unsafe { library.get::<EntryFn>(symbol.as_bytes()) } {
-            found = Some((*entry, symbol.trim_start_matches(abi::ENTRY_SYMBOL_PREFIX).to_string()));
+            found = Some((
+                *entry,
+                symbol
+                    .trim_start_matches(abi::ENTRY_SYMBOL_PREFIX)
+                    .to_string(),
+            ));
             break;
         }
     }
@@ -329,7 +359,9 @@ fn open_library(path: &Path) -> Result<(EntryFn, String), PluginError> {
     match found {
         Some((entry, symbol_name)) => {
             let name = if symbol_name == "entry" {
-                candidates[0].trim_start_matches(abi::ENTRY_SYMBOL_PREFIX).to_string()
+                candidates[0]
+                    .trim_start_matches(abi::ENTRY_SYMBOL_PREFIX)
+                    .to_string()
             } else {
                 symbol_name
             };
@@ -380,7 +412,12 @@ struct Header {
 }
 
 /// Calls the entry function and checks the header up to the table size.
-fn read_header(plugin: &str, target: &str, entry: EntryFn, kind: u32) -> Result<Header, PluginError> {
+fn read_header(
+    plugin: &str,
+    target: &str,
+    entry: EntryFn,
+    kind: u32,
+) -> Result<Header, PluginError> {
     let host = new_host(target);
     // SAFETY: `entry` has the EntryFn signature (found under a pop3d entry
     // symbol, or handed to builtin_* by the binary) and `host` lives forever.
@@ -404,7 +441,10 @@ fn read_header(plugin: &str, target: &str, entry: EntryFn, kind: u32) -> Result<
     };
     let plugin = plugin.to_string();
     if magic != abi::MAGIC {
-        return Err(PluginError::BadMagic { plugin, found: magic });
+        return Err(PluginError::BadMagic {
+            plugin,
+            found: magic,
+        });
     }
     if major != abi::ABI_MAJOR {
         return Err(PluginError::VersionMismatch {
@@ -415,14 +455,22 @@ fn read_header(plugin: &str, target: &str, entry: EntryFn, kind: u32) -> Result<
     }
     let needed = std::mem::size_of::<Pop3dPluginHeader>();
     if (size as usize) < needed {
-        return Err(PluginError::HeaderTooSmall { plugin, size, needed });
+        return Err(PluginError::HeaderTooSmall {
+            plugin,
+            size,
+            needed,
+        });
     }
     // SAFETY: the plugin says the header is at least as big as ours.
     let header = unsafe { header.read() };
     if header.kind != kind {
         return Err(PluginError::WrongKind {
             plugin,
-            expected: if kind == abi::KIND_AUTH { "auth" } else { "store" },
+            expected: if kind == abi::KIND_AUTH {
+                "auth"
+            } else {
+                "store"
+            },
             found: header.kind,
         });
     }
@@ -439,7 +487,9 @@ fn read_header(plugin: &str, target: &str, entry: EntryFn, kind: u32) -> Result<
         });
     }
     // SAFETY: the ABI makes `name` a static NUL-terminated string.
-    let name = unsafe { CStr::from_ptr(header.name) }.to_string_lossy().into_owned();
+    let name = unsafe { CStr::from_ptr(header.name) }
+        .to_string_lossy()
+        .into_owned();
     // SAFETY: every table starts with its u64 size.
     let table_size = unsafe { header.table.cast::<u64>().read() };
     Ok(Header {
@@ -463,10 +513,17 @@ fn read_header(plugin: &str, target: &str, entry: EntryFn, kind: u32) -> Result<
 unsafe fn copy_table<T: Copy>(table: *const c_void, table_size: u64, empty: T) -> T {
     let mut copy = empty;
     let whole = usize::try_from(table_size).unwrap_or(usize::MAX);
-    let len = whole.min(std::mem::size_of::<T>()) / std::mem::size_of::<usize>() * std::mem::size_of::<usize>();
+    let len = whole.min(std::mem::size_of::<T>()) / std::mem::size_of::<usize>()
+        * std::mem::size_of::<usize>();
     // SAFETY: `len` is within both the plugin's table and `copy`; any bit
     // pattern of whole fields is valid for u64 and Option<fn> (NULL = None).
-    unsafe { ptr::copy_nonoverlapping(table.cast::<u8>(), ptr::addr_of_mut!(copy).cast::<u8>(), len) };
+    unsafe {
+        ptr::copy_nonoverlapping(
+            table.cast::<u8>(),
+            ptr::addr_of_mut!(copy).cast::<u8>(),
+            len,
+        )
+    };
     copy
 }
 
@@ -514,7 +571,9 @@ fn status_to_result(code: Status, detail: String) -> Result<(), BackendError> {
         status::IN_USE => Err(BackendError::InUse(detail)),
         status::PERM_FAIL => Err(BackendError::PermFail(detail)),
         status::TEMP_FAIL | status::PANICKED => Err(BackendError::TempFail(detail)),
-        unknown => Err(BackendError::TempFail(format!("(unknown status {unknown}) {detail}"))),
+        unknown => Err(BackendError::TempFail(format!(
+            "(unknown status {unknown}) {detail}"
+        ))),
     }
 }
 
@@ -547,14 +606,24 @@ unsafe impl<F: Send> Send for Instance<F> {}
 unsafe impl<F: Sync> Sync for Instance<F> {}
 
 impl<F> Instance<F> {
-    fn new(header: &Header, origin: &str, fns: F, destroy: abi::DestroyFn, handle: *mut c_void) -> Self {
+    fn new(
+        header: &Header,
+        origin: &str,
+        fns: F,
+        destroy: abi::DestroyFn,
+        handle: *mut c_void,
+    ) -> Self {
         Instance {
             label: format!("plugin `{}` ({origin})", header.name),
             target: header.target.clone(),
             fns,
             destroy,
             handle,
-            serial: if header.thread_safe { None } else { Some(Mutex::new(())) },
+            serial: if header.thread_safe {
+                None
+            } else {
+                Some(Mutex::new(()))
+            },
             poisoned: AtomicBool::new(false),
         }
     }
@@ -647,7 +716,12 @@ impl fmt::Debug for PluginAuthenticator {
 }
 
 impl PluginAuthenticator {
-    fn start(origin: &str, target: &str, entry: EntryFn, config_ron: &str) -> Result<Self, PluginError> {
+    fn start(
+        origin: &str,
+        target: &str,
+        entry: EntryFn,
+        config_ron: &str,
+    ) -> Result<Self, PluginError> {
         let header = read_header(origin, target, entry, abi::KIND_AUTH)?;
         let plugin = origin.to_string();
         if (header.table_size as usize) < abi::AUTH_TABLE_REQUIRED_SIZE {
@@ -833,7 +907,12 @@ impl fmt::Debug for PluginStore {
 }
 
 impl PluginStore {
-    fn start(origin: &str, target: &str, entry: EntryFn, config_ron: &str) -> Result<Self, PluginError> {
+    fn start(
+        origin: &str,
+        target: &str,
+        entry: EntryFn,
+        config_ron: &str,
+    ) -> Result<Self, PluginError> {
         let header = read_header(origin, target, entry, abi::KIND_STORE)?;
         let plugin = origin.to_string();
         if (header.table_size as usize) < abi::STORE_TABLE_REQUIRED_SIZE {
@@ -1019,7 +1098,9 @@ impl Maildrop for PluginMaildrop {
             let _guard = instance.enter()?;
             // SAFETY: a validated function; `self.handle` is a live maildrop
             // (NULL only after commit, which consumed self).
-            unsafe { (instance.fns.open_message)(self.handle, index as u64, &mut err_buf, &mut reader) }
+            unsafe {
+                (instance.fns.open_message)(self.handle, index as u64, &mut err_buf, &mut reader)
+            }
         };
         instance.finish("open_message", code, &err)?;
         Ok(Box::new(PluginReader {
@@ -1039,7 +1120,9 @@ impl Maildrop for PluginMaildrop {
             let _guard = instance.enter()?;
             // SAFETY: a validated function; the maildrop is live and given
             // back exactly once (the handle field was cleared above).
-            unsafe { (instance.fns.commit)(handle, indices.as_ptr(), indices.len() as u64, &mut err_buf) }
+            unsafe {
+                (instance.fns.commit)(handle, indices.as_ptr(), indices.len() as u64, &mut err_buf)
+            }
         };
         instance.finish("commit", code, &err)
     }
@@ -1202,8 +1285,9 @@ impl UserSink {
     fn accept(&mut self, bytes: &[&[u8]]) -> Result<Vec<String>, Status> {
         let len: usize = bytes.iter().map(|b| b.len()).sum();
         if self.used + len > USER_ATTRIBUTE_LIMIT {
-            self.problem
-                .get_or_insert(format!("user attributes exceed {USER_ATTRIBUTE_LIMIT} bytes"));
+            self.problem.get_or_insert(format!(
+                "user attributes exceed {USER_ATTRIBUTE_LIMIT} bytes"
+            ));
             return Err(status::PERM_FAIL);
         }
         let mut texts = Vec::with_capacity(bytes.len());
@@ -1211,7 +1295,8 @@ impl UserSink {
             match std::str::from_utf8(b) {
                 Ok(text) => texts.push(text.to_string()),
                 Err(_) => {
-                    self.problem.get_or_insert("a user attribute is not UTF-8".to_string());
+                    self.problem
+                        .get_or_insert("a user attribute is not UTF-8".to_string());
                     return Err(status::PERM_FAIL);
                 }
             }
@@ -1255,7 +1340,8 @@ impl ListSink {
     }
 
     fn add(&mut self, wire_size: u64, uid: &[u8]) -> Status {
-        let valid = (1..=UID_MAX_LEN).contains(&uid.len()) && uid.iter().all(|b| (0x21..=0x7E).contains(b));
+        let valid =
+            (1..=UID_MAX_LEN).contains(&uid.len()) && uid.iter().all(|b| (0x21..=0x7E).contains(b));
         if !valid {
             let shown = String::from_utf8_lossy(&uid[..uid.len().min(80)]).into_owned();
             self.problem.get_or_insert(format!(
@@ -1372,10 +1458,16 @@ unsafe fn user_sink<'a>(out: *mut Pop3dUserOut) -> Option<&'a mut UserSink> {
     }
 }
 
-unsafe extern "C" fn host_user_set_name(out: *mut Pop3dUserOut, value: *const u8, len: u64) -> Status {
+unsafe extern "C" fn host_user_set_name(
+    out: *mut Pop3dUserOut,
+    value: *const u8,
+    len: u64,
+) -> Status {
     callback(|| {
         // SAFETY: plugin callback contract (see user_sink, callback_bytes).
-        let (Some(sink), Some(value)) = (unsafe { user_sink(out) }, unsafe { callback_bytes(value, len) }) else {
+        let (Some(sink), Some(value)) = (unsafe { user_sink(out) }, unsafe {
+            callback_bytes(value, len)
+        }) else {
             return status::PERM_FAIL;
         };
         match sink.accept(&[value]) {
@@ -1388,10 +1480,16 @@ unsafe extern "C" fn host_user_set_name(out: *mut Pop3dUserOut, value: *const u8
     })
 }
 
-unsafe extern "C" fn host_user_set_home(out: *mut Pop3dUserOut, value: *const u8, len: u64) -> Status {
+unsafe extern "C" fn host_user_set_home(
+    out: *mut Pop3dUserOut,
+    value: *const u8,
+    len: u64,
+) -> Status {
     callback(|| {
         // SAFETY: plugin callback contract (see user_sink, callback_bytes).
-        let (Some(sink), Some(value)) = (unsafe { user_sink(out) }, unsafe { callback_bytes(value, len) }) else {
+        let (Some(sink), Some(value)) = (unsafe { user_sink(out) }, unsafe {
+            callback_bytes(value, len)
+        }) else {
             return status::PERM_FAIL;
         };
         match sink.accept(&[value]) {
@@ -1413,9 +1511,11 @@ unsafe extern "C" fn host_user_add_extra(
 ) -> Status {
     callback(|| {
         // SAFETY: plugin callback contract (see user_sink, callback_bytes).
-        let (Some(sink), Some(key), Some(value)) = (unsafe { user_sink(out) }, unsafe { callback_bytes(key, key_len) }, unsafe {
-            callback_bytes(value, value_len)
-        }) else {
+        let (Some(sink), Some(key), Some(value)) = (
+            unsafe { user_sink(out) },
+            unsafe { callback_bytes(key, key_len) },
+            unsafe { callback_bytes(value, value_len) },
+        ) else {
             return status::PERM_FAIL;
         };
         match sink.accept(&[key, value]) {
@@ -1430,7 +1530,12 @@ unsafe extern "C" fn host_user_add_extra(
     })
 }
 
-unsafe extern "C" fn host_list_message(sink: *mut Pop3dListSink, wire_size: u64, uid: *const u8, uid_len: u64) -> Status {
+unsafe extern "C" fn host_list_message(
+    sink: *mut Pop3dListSink,
+    wire_size: u64,
+    uid: *const u8,
+    uid_len: u64,
+) -> Status {
     callback(|| {
         // SAFETY: `sink` is a Pop3dListSink made by ListSink::as_sink for the
         // running list call, whose ListSink is alive and not otherwise
@@ -1474,7 +1579,10 @@ mod tests {
     fn statuses_map_to_backend_errors_in_one_place() {
         let detail = || "why".to_string();
         assert_eq!(status_to_result(status::OK, detail()), Ok(()));
-        assert_eq!(status_to_result(status::DENIED, detail()), Err(BackendError::Denied));
+        assert_eq!(
+            status_to_result(status::DENIED, detail()),
+            Err(BackendError::Denied)
+        );
         let cases = [
             (status::NOT_FOUND, "[SYS/TEMP]"),
             (status::IN_USE, "[IN-USE]"),

@@ -122,7 +122,8 @@ pub type EntryFn = unsafe extern "C" fn(host: *const Pop3dHost) -> *const Pop3dP
 
 /// Host log callback. `message` is UTF-8 (invalid bytes are replaced),
 /// borrowed for the call, without a trailing newline.
-pub type LogFn = unsafe extern "C" fn(host: *const Pop3dHost, level: u32, message: *const u8, len: u64);
+pub type LogFn =
+    unsafe extern "C" fn(host: *const Pop3dHost, level: u32, message: *const u8, len: u64);
 
 /// What the host hands the entry function.
 #[repr(C)]
@@ -233,7 +234,8 @@ pub struct Pop3dUserOut {
 
 /// See [`Pop3dUserOut::set_name`]. Returns OK or PERM_FAIL (not UTF-8, or
 /// the attributes exceed the host's limit).
-pub type SetAttrFn = unsafe extern "C" fn(out: *mut Pop3dUserOut, value: *const u8, len: u64) -> Status;
+pub type SetAttrFn =
+    unsafe extern "C" fn(out: *mut Pop3dUserOut, value: *const u8, len: u64) -> Status;
 
 /// See [`Pop3dUserOut::add_extra`].
 pub type AddExtraFn = unsafe extern "C" fn(
@@ -258,8 +260,12 @@ pub struct Pop3dListSink {
 }
 
 /// See [`Pop3dListSink::message`].
-pub type ListMessageFn =
-    unsafe extern "C" fn(sink: *mut Pop3dListSink, wire_size: u64, uid: *const u8, uid_len: u64) -> Status;
+pub type ListMessageFn = unsafe extern "C" fn(
+    sink: *mut Pop3dListSink,
+    wire_size: u64,
+    uid: *const u8,
+    uid_len: u64,
+) -> Status;
 
 /// `create(config, config_len, err, &instance)`: parses the plugin's RON
 /// config text and makes an instance. Both kinds share it.
@@ -326,7 +332,11 @@ pub type OpenFn = unsafe extern "C" fn(
 
 /// `list(maildrop, sink, err)`: reports the snapshot, one `sink.message`
 /// call per message in order. Called once, right after `open`.
-pub type ListFn = unsafe extern "C" fn(maildrop: *mut c_void, sink: *mut Pop3dListSink, err: *mut Pop3dBuf) -> Status;
+pub type ListFn = unsafe extern "C" fn(
+    maildrop: *mut c_void,
+    sink: *mut Pop3dListSink,
+    err: *mut Pop3dBuf,
+) -> Status;
 
 /// `open_message(maildrop, index, err, &reader)`: `index` is 0-based.
 pub type OpenMessageFn = unsafe extern "C" fn(
@@ -353,8 +363,12 @@ pub type CloseReaderFn = unsafe extern "C" fn(reader: *mut c_void);
 /// `commit(maildrop, indices, count, err)`: deletes the messages at the
 /// given 0-based indices (sorted, no duplicates), then releases the
 /// maildrop. The handle is gone afterwards, whatever the status.
-pub type CommitFn =
-    unsafe extern "C" fn(maildrop: *mut c_void, indices: *const u64, count: u64, err: *mut Pop3dBuf) -> Status;
+pub type CommitFn = unsafe extern "C" fn(
+    maildrop: *mut c_void,
+    indices: *const u64,
+    count: u64,
+    err: *mut Pop3dBuf,
+) -> Status;
 
 /// `release(maildrop)`: unlocks and frees the maildrop, deleting nothing.
 pub type ReleaseFn = unsafe extern "C" fn(maildrop: *mut c_void);

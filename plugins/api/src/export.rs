@@ -18,8 +18,8 @@
 //! Not public API: only the macros should name anything here.
 
 use crate::abi::{
-    self, status, Pop3dAuthTable, Pop3dBuf, Pop3dHost, Pop3dListSink, Pop3dPluginHeader, Pop3dStoreTable,
-    Pop3dStr, Pop3dUser, Pop3dUserOut, Status,
+    self, status, Pop3dAuthTable, Pop3dBuf, Pop3dHost, Pop3dListSink, Pop3dPluginHeader,
+    Pop3dStoreTable, Pop3dStr, Pop3dUser, Pop3dUserOut, Status,
 };
 use crate::logging;
 use crate::{AuthPlugin, Error, Maildrop, StorePlugin, UserInfo};
@@ -291,7 +291,8 @@ unsafe fn write_user(out: *mut Pop3dUserOut, user: &UserInfo) -> Result<(), Erro
         return Err(host_bug("user receiver"));
     }
     // SAFETY: checked non-NULL, valid for the call by the caller's contract.
-    let (set_name, set_home, add_extra) = unsafe { ((*out).set_name, (*out).set_home, (*out).add_extra) };
+    let (set_name, set_home, add_extra) =
+        unsafe { ((*out).set_name, (*out).set_home, (*out).add_extra) };
     let (Some(set_name), Some(set_home), Some(add_extra)) = (set_name, set_home, add_extra) else {
         return Err(host_bug("user receiver"));
     };
@@ -299,18 +300,35 @@ unsafe fn write_user(out: *mut Pop3dUserOut, user: &UserInfo) -> Result<(), Erro
         if status == status::OK {
             Ok(())
         } else {
-            Err(Error::from_status(status, format!("host refused the user's {what}")))
+            Err(Error::from_status(
+                status,
+                format!("host refused the user's {what}"),
+            ))
         }
     };
     let name = &user.name;
     // SAFETY (all three calls): host callbacks borrow our strings only for
     // the call.
-    check(unsafe { set_name(out, name.as_ptr(), name.len() as u64) }, "name")?;
+    check(
+        unsafe { set_name(out, name.as_ptr(), name.len() as u64) },
+        "name",
+    )?;
     if let Some(home) = &user.home {
-        check(unsafe { set_home(out, home.as_ptr(), home.len() as u64) }, "home")?;
+        check(
+            unsafe { set_home(out, home.as_ptr(), home.len() as u64) },
+            "home",
+        )?;
     }
     for (key, value) in &user.extra {
-        let status = unsafe { add_extra(out, key.as_ptr(), key.len() as u64, value.as_ptr(), value.len() as u64) };
+        let status = unsafe {
+            add_extra(
+                out,
+                key.as_ptr(),
+                key.len() as u64,
+                value.as_ptr(),
+                value.len() as u64,
+            )
+        };
         check(status, "extra attributes")?;
     }
     Ok(())
@@ -426,7 +444,11 @@ unsafe extern "C" fn auth_get_secret<P: AuthPlugin + Exported>(
             let plugin = handle_ref::<P>(instance)?;
             let user = str_arg(user, user_len, "user name").map_err(|_| Error::Denied)?;
             let (mut bytes, info) = plugin.secret(user)?;
-            let append = if secret.is_null() { None } else { (*secret).append };
+            let append = if secret.is_null() {
+                None
+            } else {
+                (*secret).append
+            };
             let Some(append) = append else {
                 return Err(host_bug("secret buffer"));
             };
@@ -470,7 +492,11 @@ unsafe extern "C" fn store_list<P: StorePlugin + Exported>(
         // time, a sink valid for the call.
         unsafe {
             let maildrop = handle_ref::<P::Maildrop>(maildrop)?;
-            let message_fn = if sink.is_null() { None } else { (*sink).message };
+            let message_fn = if sink.is_null() {
+                None
+            } else {
+                (*sink).message
+            };
             let Some(message_fn) = message_fn else {
                 return Err(host_bug("list sink"));
             };
@@ -527,7 +553,11 @@ unsafe extern "C" fn store_read<P: StorePlugin + Exported>(
         // `buf` is host memory writable for `cap` bytes during the call.
         let (reader, buf) = unsafe {
             let reader = handle_mut::<ReaderOf<P>>(reader)?;
-            let buf: &mut [u8] = if cap == 0 { &mut [] } else { std::slice::from_raw_parts_mut(buf, cap) };
+            let buf: &mut [u8] = if cap == 0 {
+                &mut []
+            } else {
+                std::slice::from_raw_parts_mut(buf, cap)
+            };
             (reader, buf)
         };
         let filled = loop {
@@ -538,7 +568,9 @@ unsafe extern "C" fn store_read<P: StorePlugin + Exported>(
             }
         };
         if filled > cap {
-            return Err(Error::PermFail(format!("reader claimed {filled} bytes of a {cap}-byte buffer")));
+            return Err(Error::PermFail(format!(
+                "reader claimed {filled} bytes of a {cap}-byte buffer"
+            )));
         }
         // SAFETY: checked non-NULL above; writable by the ABI contract.
         unsafe { *out_len = filled as u64 };

@@ -108,7 +108,10 @@ impl Error {
     pub fn message(&self) -> &str {
         match self {
             Error::Denied => "",
-            Error::NotFound(text) | Error::InUse(text) | Error::TempFail(text) | Error::PermFail(text) => text,
+            Error::NotFound(text)
+            | Error::InUse(text)
+            | Error::TempFail(text)
+            | Error::PermFail(text) => text,
         }
     }
 
@@ -213,7 +216,9 @@ pub trait AuthPlugin: Send + Sync + Sized + 'static {
     /// mechanisms. Only called when [`AuthPlugin::SUPPORTS_SECRETS`] is true.
     fn secret(&self, user: &str) -> Result<(Vec<u8>, UserInfo), Error> {
         let _ = user;
-        Err(Error::PermFail("this auth plugin cannot reveal secrets".into()))
+        Err(Error::PermFail(
+            "this auth plugin cannot reveal secrets".into(),
+        ))
     }
 }
 
@@ -424,7 +429,12 @@ mod tests {
             (b".\n", 3),
         ];
         for &(message, expected) in cases {
-            assert_eq!(wire_size_of(message), expected, "{:?}", String::from_utf8_lossy(message));
+            assert_eq!(
+                wire_size_of(message),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(message)
+            );
         }
     }
 
@@ -452,6 +462,9 @@ mod tests {
     #[test]
     fn unknown_statuses_are_temporary() {
         assert_eq!(Error::from_status(77, "x"), Error::TempFail("x".into()));
-        assert_eq!(Error::from_status(abi::status::IN_USE, "x").status(), abi::status::IN_USE);
+        assert_eq!(
+            Error::from_status(abi::status::IN_USE, "x").status(),
+            abi::status::IN_USE
+        );
     }
 }

@@ -18,7 +18,9 @@
 //! [`pop3d_plugin_entry`] the host can register as a built-in.
 #![deny(unsafe_code)]
 
-use pop3d_plugin_api::{export_store_plugin, log_debug, log_warn, Error, Maildrop, MessageInfo, StorePlugin, UserInfo};
+use pop3d_plugin_api::{
+    export_store_plugin, log_debug, log_warn, Error, Maildrop, MessageInfo, StorePlugin, UserInfo,
+};
 use serde::Deserialize;
 use std::fs::{self, File, TryLockError};
 use std::io;
@@ -78,7 +80,10 @@ impl StorePlugin for DirStore {
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(Error::InUse(format!("{} is locked by another session", dir.display())));
+                return Err(Error::InUse(format!(
+                    "{} is locked by another session",
+                    dir.display()
+                )));
             }
             Err(TryLockError::Error(e)) => return Err(Error::from(e)),
         }
@@ -118,7 +123,10 @@ fn snapshot(dir: &Path) -> Result<(Vec<PathBuf>, Vec<MessageInfo>), Error> {
             continue;
         }
         if !is_valid_uid(name) {
-            log_warn!("skipping {}: name is not a valid UIDL", entry.path().display());
+            log_warn!(
+                "skipping {}: name is not a valid UIDL",
+                entry.path().display()
+            );
             continue;
         }
         entries.push(name.to_string());
@@ -130,7 +138,10 @@ fn snapshot(dir: &Path) -> Result<(Vec<PathBuf>, Vec<MessageInfo>), Error> {
         let path = dir.join(&name);
         let wire_size = pop3d_plugin_api::wire_size_of_reader(File::open(&path)?)?;
         files.push(path);
-        listing.push(MessageInfo { wire_size, uid: name });
+        listing.push(MessageInfo {
+            wire_size,
+            uid: name,
+        });
     }
     Ok((files, listing))
 }
