@@ -402,6 +402,31 @@ fn calls_into_a_plugin_without_the_thread_safe_flag_are_serialized() {
     );
 }
 
+/// The minimal C plugin in plugins/README.md compiles and works, so the
+/// guide cannot rot.
+#[test]
+fn the_c_example_in_the_plugin_guide_works() {
+    let guide = fs::read_to_string(Path::new(REPO).join("plugins/README.md")).unwrap();
+    let start = guide.find("```c\n").expect("the guide has a C example") + "```c\n".len();
+    let end = start + guide[start..].find("```").unwrap();
+    let dir = Scratch::new("guide");
+    fs::write(dir.path("demo_auth.c"), &guide[start..end]).unwrap();
+    // build_c resolves sources under plugins/examples; an absolute path wins.
+    let path = build_c(
+        &dir,
+        dir.path("demo_auth.c").to_str().unwrap(),
+        "libdemo_auth.so",
+        &[],
+    );
+    let auth = plugin_host::load_auth(&path, "()").unwrap();
+    assert_eq!(auth.authenticate("demo", b"demo").unwrap().name, "demo");
+    assert_eq!(
+        auth.authenticate("demo", b"demO"),
+        Err(BackendError::Denied)
+    );
+    assert!(!auth.supports_secrets());
+}
+
 #[test]
 fn generic_entry_alias_finds_a_renamed_c_plugin() {
     let dir = Scratch::new("renamed");
