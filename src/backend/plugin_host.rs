@@ -259,21 +259,24 @@ fn kind_name(kind: u32) -> &'static str {
     }
 }
 
-/// The symbol names the loader tries for `path`, in order.
-pub fn entry_symbol_candidates(path: &Path) -> Vec<String> {
+/// The plugin name a library's file name implies: up to the first `.`,
+/// without a leading `lib`, `-` written as `_` (`libmy-auth.so.1` ->
+/// `my_auth`). Empty for a name like `lib.so`.
+fn name_from_file(path: &Path) -> String {
     let file_name = path
         .file_name()
         .map(|name| name.to_string_lossy())
         .unwrap_or_default();
     let stem = file_name.split('.').next().unwrap_or_default();
-    let stem = stem.strip_prefix("lib").unwrap_or(stem);
+    stem.strip_prefix("lib").unwrap_or(stem).replace('-', "_")
+}
+
+/// The symbol names the loader tries for `path`, in order.
+pub fn entry_symbol_candidates(path: &Path) -> Vec<String> {
+    let name = name_from_file(path);
     let mut candidates = Vec::with_capacity(2);
-    if !stem.is_empty() {
-        candidates.push(format!(
-            "{}{}",
-            abi::ENTRY_SYMBOL_PREFIX,
-            stem.replace('-', "_")
-        ));
+    if !name.is_empty() {
+        candidates.push(format!("{}{name}", abi::ENTRY_SYMBOL_PREFIX));
     }
     candidates.push(abi::GENERIC_ENTRY_SYMBOL.to_string());
     candidates
@@ -339,39 +342,21 @@ fn open_library(path: &Path) -> Result<(EntryFn, String), PluginError> {
         reason: e.to_string(),
     })?;
     let candidates = entry_symbol_candidates(path);
-    let mut found = None;
-    for symbol in &candidates {
+    let found = candidates.iter().find_map(|symbol| {
         // SAFETY: a pop3d entry symbol has the EntryFn signature by the ABI's
-        // definition; we only copy the function pointer out here.
-        if let Ok(entry) = unsafe { library.get::<EntryFn>(symbol.as_bytes()) } {
-            found = Some((
-                *entry,
-                symbol
-                    .trim_start_matches(abi::ENTRY_SYMBOL_PREFIX)
-                    .to_string(),
-            ));
-            break;
-        }
-    }
+        // definition; only the function pointer is copied out.
+        unsafe { library.get::<EntryFn>(symbol.as_bytes()) }
+            .ok()
+            .map(|entry| *entry)
+    });
     // Never unload: the entry pointer copied above, and everything the
     // plugin hands out later, must stay valid for the rest of the process.
     std::mem::forget(library);
-    match found {
-        Some((entry, symbol_name)) => {
-            let name = if symbol_name == "entry" {
-                candidates[0]
-                    .trim_start_matches(abi::ENTRY_SYMBOL_PREFIX)
-                    .to_string()
-            } else {
-                symbol_name
-            };
-            Ok((entry, log_target(&name)))
-        }
-        None => Err(PluginError::NoEntrySymbol {
-            plugin,
-            tried: candidates,
-        }),
-    }
+    let entry = found.ok_or(PluginError::NoEntrySymbol {
+        plugin,
+        tried: candidates,
+    })?;
+    Ok((entry, log_target(&name_from_file(path))))
 }
 
 /// What the host tells the log callback about the plugin that is logging.
@@ -871,23 +856,36 @@ impl fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        for byte in self.0.iter_mut() {
-            // SAFETY: a valid, exclusively borrowed byte; volatile so the
-            // compiler cannot drop the write to memory about to be freed.
-            unsafe { ptr::write_volatile(byte, 0) };
-        }
+        wipe(&mut self.0);
+    }
+}
+
+/// Overwrites bytes about to be freed, so a secret does not linger in the
+/// allocator's free memory.
+fn wipe(bytes: &mut [u8]) {
+    for byte in bytes.iter_mut() {
+        // SAFETY: a valid, exclusively borrowed byte; volatile so the
+        // compiler cannot drop the write to memory about to be freed.
+        unsafe { ptr::write_volatile(byte, 0) };
     }
 }
 
 /// The checked functions of a store plugin.
 #[derive(Clone, Copy)]
 struct StoreFns {
+    /// Locks a maildrop and snapshots it.
     open: abi::OpenFn,
+    /// Reports the snapshot, right after `open`.
     list: abi::ListFn,
+    /// Starts streaming one message.
     open_message: abi::OpenMessageFn,
+    /// Pulls the next chunk of a message.
     read: abi::ReadFn,
+    /// Frees a reader.
     close_reader: abi::CloseReaderFn,
+    /// Deletes, releases and frees a maildrop.
     commit: abi::CommitFn,
+    /// Releases and frees a maildrop without deleting.
     release: abi::ReleaseFn,
 }
 
@@ -1239,6 +1237,14 @@ impl ByteSink {
 
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes).trim().to_string()
+    }
+}
+
+impl Drop for ByteSink {
+    /// A secret sink may be dropped on an error path before its bytes were
+    /// moved into a [`Secret`]; wiping every sink covers that too.
+    fn drop(&mut self) {
+        wipe(&mut self.bytes);
     }
 }
 

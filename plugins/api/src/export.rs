@@ -307,19 +307,21 @@ unsafe fn write_user(out: *mut Pop3dUserOut, user: &UserInfo) -> Result<(), Erro
         }
     };
     let name = &user.name;
-    // SAFETY (all three calls): host callbacks borrow our strings only for
-    // the call.
     check(
+        // SAFETY: a host callback from a receiver valid for this call; it
+        // borrows the string only for the call.
         unsafe { set_name(out, name.as_ptr(), name.len() as u64) },
         "name",
     )?;
     if let Some(home) = &user.home {
         check(
+            // SAFETY: as for set_name.
             unsafe { set_home(out, home.as_ptr(), home.len() as u64) },
             "home",
         )?;
     }
     for (key, value) in &user.extra {
+        // SAFETY: as for set_name.
         let status = unsafe {
             add_extra(
                 out,
@@ -345,11 +347,12 @@ unsafe fn read_user(user: *const Pop3dUser) -> Result<UserInfo, Error> {
     }
     // SAFETY: checked non-NULL; the caller's contract covers what it points to.
     let user = unsafe { *user };
-    // SAFETY: as above for every string below.
+    // SAFETY: the caller's contract makes the strings valid for the call.
     let name = unsafe { pop3d_str(user.name, "user name") }?.to_string();
     let home = if user.home.ptr.is_null() {
         None
     } else {
+        // SAFETY: as for the name; non-NULL means present.
         Some(unsafe { pop3d_str(user.home, "home") }?.to_string())
     };
     let count = usize::try_from(user.extra_count).map_err(|_| host_bug("attribute count"))?;
@@ -361,7 +364,9 @@ unsafe fn read_user(user: *const Pop3dUser) -> Result<UserInfo, Error> {
         // SAFETY: non-NULL, `count` entries by the caller's contract.
         let pairs = unsafe { std::slice::from_raw_parts(user.extra, count) };
         for pair in pairs {
+            // SAFETY: each pair's strings are valid for the call, as above.
             let key = unsafe { pop3d_str(pair.key, "attribute name") }?;
+            // SAFETY: as for the key.
             let value = unsafe { pop3d_str(pair.value, "attribute value") }?;
             extra.push((key.to_string(), value.to_string()));
         }
