@@ -927,6 +927,8 @@ mod builtin {
     pub struct Mirror;
 
     impl AuthPlugin for Mirror {
+        const SUPPORTS_SECRETS: bool = true;
+
         fn create(config: &str) -> Result<Self, Error> {
             log_info!("mirror auth created with config {config}");
             Ok(Mirror)
@@ -935,6 +937,14 @@ mod builtin {
         fn authenticate(&self, user: &str, password: &[u8]) -> Result<UserInfo, Error> {
             if user == "boom" {
                 panic!("mirror auth cannot handle boom");
+            }
+            if user == "huge" {
+                let value = "x".repeat(70 * 1024);
+                return Ok(UserInfo {
+                    name: user.into(),
+                    home: None,
+                    extra: vec![("blob".into(), value)],
+                });
             }
             let reversed: String = user.chars().rev().collect();
             if reversed.as_bytes() != password {
@@ -946,6 +956,17 @@ mod builtin {
                 extra: vec![("mail".into(), format!("maildir:/var/mail/{user}"))],
             })
         }
+
+        fn secret(&self, user: &str) -> Result<(Vec<u8>, UserInfo), Error> {
+            if user.is_empty() {
+                return Err(Error::NotFound("no such user".into()));
+            }
+            let info = UserInfo {
+                name: user.to_lowercase(),
+                ..UserInfo::default()
+            };
+            Ok((user.chars().rev().collect::<String>().into_bytes(), info))
+        }
     }
 
     export_auth_plugin!(mirror_auth, Mirror);
@@ -955,7 +976,10 @@ mod builtin {
 fn a_builtin_rust_plugin_goes_through_the_abi_and_is_poisoned_by_a_panic() {
     capture_logs();
     let auth = plugin_host::builtin_auth("mirror-auth", builtin::pop3d_plugin_entry, "()").unwrap();
-    assert!(!auth.supports_secrets());
+    assert!(auth.supports_secrets());
+    let (secret, info) = auth.secret("Ann").unwrap();
+    assert_eq!((secret.expose(), info.name.as_str()), (&b"nnA"[..], "ann"));
+    assert_eq!(auth.secret("").unwrap_err(), BackendError::Denied);
 
     let info = auth.authenticate("Ann", b"nnA").unwrap();
     assert_eq!(
@@ -967,6 +991,13 @@ fn a_builtin_rust_plugin_goes_through_the_abi_and_is_poisoned_by_a_panic() {
         }
     );
     assert_eq!(auth.authenticate("Ann", b"Ann"), Err(BackendError::Denied));
+    // The host bounds what a plugin may hand it, and says why it refused.
+    let huge = auth.authenticate("huge", b"").unwrap_err();
+    assert!(
+        huge.to_string()
+            .contains("user attributes exceed 65536 bytes"),
+        "{huge}"
+    );
 
     let panicked = auth.authenticate("boom", b"x").unwrap_err();
     assert!(matches!(panicked, BackendError::TempFail(_)));
@@ -991,4 +1022,120 @@ fn a_builtin_rust_plugin_goes_through_the_abi_and_is_poisoned_by_a_panic() {
         .filter(|l| l.level == log::Level::Error)
         .count();
     assert_eq!(errors, 1, "{lines:?}");
+}
+
+/// A store linked in as a built-in whose listing comes from its config, to
+/// check what the host does with a store that reports bad UIDs or fails
+/// while streaming.
+mod listing_store {
+    use pop3d_plugin_api::{
+        export_store_plugin, Error, Maildrop, MessageInfo, StorePlugin, UserInfo,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Maildrops handed back to the plugin (released or committed).
+    pub static CLOSED: AtomicUsize = AtomicUsize::new(0);
+
+    pub struct Listing(Vec<String>);
+
+    pub struct Drop1(Vec<MessageInfo>);
+
+    /// Fails every read with a status of its own choosing.
+    pub struct Corrupt;
+
+    impl std::io::Read for Corrupt {
+        fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+            Err(Error::PermFail("message file is corrupt".into()).into())
+        }
+    }
+
+    impl StorePlugin for Listing {
+        type Maildrop = Drop1;
+
+        fn create(config: &str) -> Result<Self, Error> {
+            ron::from_str(config)
+                .map(Listing)
+                .map_err(|e| Error::PermFail(e.to_string()))
+        }
+
+        fn open(&self, _user: &UserInfo) -> Result<Drop1, Error> {
+            let listing = self.0.iter().map(|uid| MessageInfo {
+                wire_size: 2,
+                uid: uid.clone(),
+            });
+            Ok(Drop1(listing.collect()))
+        }
+    }
+
+    impl Maildrop for Drop1 {
+        type Reader = Corrupt;
+
+        fn messages(&self) -> &[MessageInfo] {
+            &self.0
+        }
+
+        fn open_message(&mut self, _index: usize) -> Result<Corrupt, Error> {
+            Ok(Corrupt)
+        }
+
+        fn commit(self, _indices: &[usize]) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    impl Drop for Drop1 {
+        fn drop(&mut self) {
+            CLOSED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    export_store_plugin!(listing_store, Listing);
+}
+
+#[test]
+fn the_host_refuses_bad_uids_and_reports_reader_failures() {
+    use listing_store::CLOSED;
+    let start = |uids: &str| {
+        plugin_host::builtin_store("listing-store", listing_store::pop3d_plugin_entry, uids)
+            .unwrap()
+    };
+    let closed_before = CLOSED.load(Ordering::SeqCst);
+
+    let with_space = start(r#"["ok-1", "bad uid"]"#)
+        .open(&user("fay"))
+        .err()
+        .unwrap();
+    assert_eq!(with_space.response_code(), "[SYS/PERM]");
+    assert!(
+        with_space.to_string().contains("invalid uid \"bad uid\""),
+        "{with_space}"
+    );
+
+    let repeated = start(r#"["same", "same"]"#)
+        .open(&user("fay"))
+        .err()
+        .unwrap();
+    assert!(
+        repeated.to_string().contains("repeats the uid \"same\""),
+        "{repeated}"
+    );
+
+    let too_long = format!("[{:?}]", "x".repeat(71));
+    assert!(matches!(
+        start(&too_long).open(&user("fay")),
+        Err(BackendError::PermFail(_))
+    ));
+    // Each refused maildrop was handed back to the plugin, not leaked.
+    assert_eq!(CLOSED.load(Ordering::SeqCst) - closed_before, 3);
+
+    let store = start(r#"["m1"]"#);
+    let mut maildrop = store.open(&user("fay")).unwrap();
+    let mut reader = maildrop.open_message(0).unwrap();
+    let failure = reader.read(&mut [0u8; 64]).unwrap_err();
+    assert_eq!(failure.response_code(), "[SYS/PERM]");
+    assert!(
+        failure.to_string().contains("message file is corrupt"),
+        "{failure}"
+    );
+    assert!(!store.is_poisoned());
 }

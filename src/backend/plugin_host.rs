@@ -791,6 +791,13 @@ impl PluginAuthenticator {
                 &mut err_buf,
             )
         };
+        if code != status::PANICKED {
+            // The host's reason for refusing an attribute beats the
+            // plugin's echo of it.
+            if let Some(refusal) = attributes.refusal(&self.instance) {
+                return Err(refusal);
+            }
+        }
         match self.instance.finish("get_secret", code, &err) {
             Ok(()) => {}
             Err(BackendError::NotFound(_)) => return Err(BackendError::Denied),
@@ -828,6 +835,13 @@ impl Authenticator for PluginAuthenticator {
                 &mut err_buf,
             )
         };
+        if code != status::PANICKED {
+            // The host's reason for refusing an attribute beats the
+            // plugin's echo of it.
+            if let Some(refusal) = attributes.refusal(&self.instance) {
+                return Err(refusal);
+            }
+        }
         match self.instance.finish("authenticate", code, &err) {
             Ok(()) => attributes.finish(&self.instance),
             // Never tell "no such user" apart from "wrong password".
@@ -983,14 +997,16 @@ impl PluginStore {
             // plugin just opened; the sinks outlive the call.
             unsafe { (instance.fns.list)(handle, &mut raw_sink, &mut err_buf) }
         };
-        let mut outcome = instance.finish("list", code, &err);
-        if outcome.is_ok() {
-            if let Some(problem) = sink.problem.take() {
+        // What the host refused explains a failure better than the plugin's
+        // echo of it, and counts even if the plugin ignored the refusal.
+        let outcome = match sink.problem.take() {
+            Some(problem) if code != status::PANICKED => {
                 let detail = format!("{}: list: {problem}", instance.label);
                 log::warn!(target: &instance.target, "{detail}");
-                outcome = Err(BackendError::PermFail(detail));
+                Err(BackendError::PermFail(detail))
             }
-        }
+            _ => instance.finish("list", code, &err),
+        };
         match outcome {
             Ok(()) => Ok(sink.messages),
             Err(error) => {
@@ -1311,11 +1327,18 @@ impl UserSink {
         Ok(texts)
     }
 
+    /// The error for an attribute the host refused, logged, if there was
+    /// one.
+    fn refusal<F>(&mut self, instance: &Instance<F>) -> Option<BackendError> {
+        let problem = self.problem.take()?;
+        let detail = format!("{}: {problem}", instance.label);
+        log::warn!(target: &instance.target, "{detail}");
+        Some(BackendError::PermFail(detail))
+    }
+
     fn finish<F>(&mut self, instance: &Instance<F>) -> Result<UserInfo, BackendError> {
-        if let Some(problem) = self.problem.take() {
-            let detail = format!("{}: {problem}", instance.label);
-            log::warn!(target: &instance.target, "{detail}");
-            return Err(BackendError::PermFail(detail));
+        if let Some(refusal) = self.refusal(instance) {
+            return Err(refusal);
         }
         Ok(UserInfo {
             name: self.name.take().unwrap_or_else(|| self.typed_name.clone()),
