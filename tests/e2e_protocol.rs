@@ -1394,3 +1394,220 @@ fn fifteen_thousand_messages_list_uidl_and_delete() {
         "UIDLs of the kept messages changed"
     );
 }
+
+/// Writes `bytes` as `user`'s maildir file `sub/name`, with an mtime that
+/// orders it after the fixture's messages.
+fn deliver_named(server: &TestServer, user: &str, sub: &str, name: &str, bytes: &[u8]) {
+    let path = server.maildir(user).join(sub).join(name);
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// Asserts that LIST, STAT and RETR agree for every message of the session
+/// and that each UIDL is 1-70 printable characters and unique; returns the
+/// UIDL -> delivered bytes map.
+fn assert_consistent(c: &mut Client) -> BTreeMap<String, Vec<u8>> {
+    let listed = list(c);
+    let total: usize = listed.iter().map(|(_, s)| s).sum();
+    assert_eq!(stat(c), (listed.len(), total), "STAT disagrees with LIST");
+    let uids = uidl(c);
+    assert_eq!(
+        uids.len(),
+        listed.len(),
+        "UIDL and LIST list different messages"
+    );
+    let mut map = BTreeMap::new();
+    for ((n, size), (_, uid)) in listed.iter().zip(&uids) {
+        assert!(
+            (1..=70).contains(&uid.len()) && uid.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "UIDL of message {n} is {uid:?}: not 1-70 printable characters (RFC 1939)"
+        );
+        let delivered = unstuff(&c.multiline(&format!("RETR {n}")).body);
+        assert_eq!(
+            delivered.len(),
+            *size,
+            "message {n}: LIST says {size} octets, RETR delivered {}",
+            delivered.len()
+        );
+        assert!(
+            map.insert(uid.clone(), delivered).is_none(),
+            "UIDL {uid} given to two messages"
+        );
+    }
+    map
+}
+
+#[test]
+fn dovecot_size_in_file_names_agrees_with_what_retr_sends() {
+    // Maildirs written by Dovecot carry `,S=<file size>,W=<virtual size>` in
+    // file names; Dovecot's virtual size counts LF as CRLF and adds nothing
+    // at the end. Users migrating from Dovecot keep these files.
+    let server = TestServer::start(Fixture::new().user("alice", "secret"));
+    let messages: [&[u8]; 3] = [
+        b"Subject: w1\n\nends with a newline\n",
+        b"Subject: w2\r\n\r\nCRLF, ends with one\r\n",
+        b"Subject: w3\n\nno newline at the end",
+    ];
+    for (i, m) in messages.iter().enumerate() {
+        let lf = m.iter().filter(|&&b| b == b'\n').count();
+        let crlf = m.windows(2).filter(|w| w == b"\r\n").count();
+        let virtual_size = m.len() + lf - crlf;
+        let name = format!(
+            "{}.M{i}P1.dovecot-host,S={},W={virtual_size}:2,S",
+            1_700_000_000 + i,
+            m.len()
+        );
+        deliver_named(&server, "alice", "cur", &name, m);
+    }
+    let mut c = server.login("alice", "secret");
+    let delivered = assert_consistent(&mut c);
+    let mut got: Vec<Vec<u8>> = delivered.into_values().collect();
+    got.sort();
+    let mut expected: Vec<Vec<u8>> = messages.iter().map(|m| wire_form(m)).collect();
+    expected.sort();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn message_rewritten_between_sessions_gets_its_new_size() {
+    let server = TestServer::start(
+        Fixture::new()
+            .user("alice", "secret")
+            .message("alice", &b"Subject: r\n\na\nb\nc\nd\n"[..]),
+    );
+    let mut c = server.login("alice", "secret");
+    assert_consistent(&mut c);
+    c.ok("QUIT");
+    // Same file size, different number of line ends, new mtime.
+    let path = server.current_message_path("alice", 1).unwrap();
+    std::fs::write(&path, b"Subject: r\r\n\r\nabcd\n").unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(file);
+    let mut c = server.login("alice", "secret");
+    let delivered = assert_consistent(&mut c);
+    assert_eq!(
+        delivered.into_values().collect::<Vec<_>>(),
+        [b"Subject: r\r\n\r\nabcd\r\n".to_vec()]
+    );
+}
+
+#[test]
+fn odd_file_names_still_get_valid_unique_stable_uidls() {
+    let server = TestServer::start(Fixture::new().user("alice", "secret"));
+    let long_a = format!("1700000001.M1P1.{}a", "h".repeat(80));
+    let long_b = format!("1700000001.M1P1.{}b", "h".repeat(80));
+    let names = [
+        ("new", long_a.clone()),
+        ("new", long_b.clone()),
+        ("new", "1700000002.M2P1.my host".to_owned()),
+        ("new", "1700000003.M3P1.h\u{f4}st".to_owned()),
+        ("cur", "1700000004.M4P1.tab\there:2,S".to_owned()),
+        ("new", "no-timestamp-at-all".to_owned()),
+    ];
+    for (i, (sub, name)) in names.iter().enumerate() {
+        deliver_named(
+            &server,
+            "alice",
+            sub,
+            name,
+            format!("Subject: odd {i}\n\n{name}\n").as_bytes(),
+        );
+    }
+    let mut c = server.login("alice", "secret");
+    let first = assert_consistent(&mut c);
+    assert_eq!(
+        first.len(),
+        names.len(),
+        "messages missing from the maildrop"
+    );
+    c.ok("QUIT");
+
+    // Stable across sessions, and across new/ -> cur/ for odd names too.
+    let mut c = server.login("alice", "secret");
+    assert_eq!(
+        assert_consistent(&mut c),
+        first,
+        "UIDLs changed between sessions"
+    );
+    c.ok("QUIT");
+    for (_, name) in names.iter().filter(|(sub, _)| *sub == "new") {
+        let from = server.maildir("alice").join("new").join(name);
+        let to = server
+            .maildir("alice")
+            .join("cur")
+            .join(format!("{name}:2,S"));
+        std::fs::rename(from, to).unwrap();
+    }
+    let mut c = server.login("alice", "secret");
+    assert_eq!(
+        assert_consistent(&mut c),
+        first,
+        "UIDLs of odd names changed when the files moved to cur/"
+    );
+}
+
+#[test]
+fn same_base_name_in_new_and_cur_still_gives_unique_uidls() {
+    // Not a healthy maildir (a crashed mail client may leave one), but
+    // a client that keeps mail on the server skips a message for good if
+    // two share a UIDL.
+    let server = TestServer::start(Fixture::new().user("alice", "secret"));
+    deliver_named(
+        &server,
+        "alice",
+        "new",
+        "1700000001.M1P1.host",
+        b"Subject: a\n\nfirst copy\n",
+    );
+    deliver_named(
+        &server,
+        "alice",
+        "cur",
+        "1700000001.M1P1.host:2,S",
+        b"Subject: a\n\nsecond copy\n",
+    );
+    let mut c = server.login("alice", "secret");
+    let listed = list(&mut c);
+    let uids = uidl(&mut c);
+    assert_eq!(listed.len(), uids.len());
+    if uids.len() == 2 {
+        assert_ne!(
+            uids[0].1, uids[1].1,
+            "two messages share the UIDL {}",
+            uids[0].1
+        );
+    }
+    assert_consistent(&mut c);
+}
+
+#[test]
+fn files_in_tmp_and_hidden_files_are_not_mail() {
+    let server = TestServer::start(standard_fixture());
+    deliver_named(
+        &server,
+        "alice",
+        "tmp",
+        "1700000100.M9P1.host",
+        b"Subject: half\n\nstill being writ",
+    );
+    deliver_named(
+        &server,
+        "alice",
+        "new",
+        ".1700000101.M9P2.host",
+        b"Subject: hidden\n\n",
+    );
+    deliver_named(
+        &server,
+        "alice",
+        "cur",
+        ".hidden:2,",
+        b"Subject: hidden\n\n",
+    );
+    let mut c = server.login("alice", "secret");
+    assert_eq!(
+        stat(&mut c).0,
+        3,
+        "a file in tmp/ or a hidden file was offered as mail"
+    );
+}
