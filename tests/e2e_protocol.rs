@@ -1611,3 +1611,91 @@ fn files_in_tmp_and_hidden_files_are_not_mail() {
         "a file in tmp/ or a hidden file was offered as mail"
     );
 }
+
+#[test]
+fn passwd_file_edits_take_effect_without_a_restart() {
+    let server = TestServer::start(standard_fixture().user("frank", "old-pw"));
+    let mut c = server.login("frank", "old-pw");
+    c.ok("QUIT");
+
+    // The operator changes frank's password and adds grace (in the short
+    // form the README shows), replacing the file as editors do.
+    let passwd = server.dir().join("passwd");
+    let text = std::fs::read_to_string(&passwd)
+        .unwrap()
+        .replace("frank:{PLAIN}old-pw", "frank:{PLAIN}new-pw");
+    let replacement = server.dir().join("passwd.new");
+    std::fs::write(&replacement, format!("{text}grace:{{PLAIN}}grace-pw\n")).unwrap();
+    std::fs::rename(&replacement, &passwd).unwrap();
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(server.maildir("grace").join(sub)).unwrap();
+    }
+
+    let mut c = server.connect();
+    c.greeting();
+    c.ok("USER frank");
+    let reply = c.command("PASS old-pw");
+    assert!(
+        reply.starts_with("-ERR [AUTH]"),
+        "the old password still works: {reply}"
+    );
+    c.ok("USER frank");
+    c.ok("PASS new-pw");
+    c.ok("QUIT");
+    let mut c = server.login("grace", "grace-pw");
+    assert_eq!(stat(&mut c), (0, 0));
+    // Users that did not change are unaffected.
+    server.login("bob", "hunter2").ok("QUIT");
+}
+
+#[test]
+fn sighup_does_not_stop_the_server_and_sigint_stops_it_cleanly() {
+    let mut server = TestServer::start(standard_fixture());
+    let mut c = server.login("alice", "secret");
+    c.ok("DELE 1");
+    server.signal("HUP");
+    // Still serving, same session and new ones.
+    c.ok("NOOP");
+    server.login("bob", "hunter2").ok("QUIT");
+    let status = server.stop_with("INT");
+    assert_eq!(status.code(), Some(0), "exit status after SIGINT: {status}");
+    c.read_to_close();
+    assert_eq!(server.files_on_disk("alice").len(), 3);
+}
+
+#[test]
+fn a_bad_config_starts_nothing_and_says_where_the_problem_is() {
+    let dir = std::env::temp_dir().join(format!("pop3d-e2e-badconf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let config = dir.join("bad.ron");
+    std::fs::write(
+        &config,
+        format!(
+            "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n    limits: (max_per_ipp: 2),\n    auth: (plugin: \"passwd-file\", config: (path: \"{d}/passwd\")),\n    store: (plugin: \"maildir\", config: (root: \"{d}/%u\")),\n)\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("passwd"), "alice:{PLAIN}secret\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pop3d"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!output.status.success(), "pop3d started with a bad config");
+    assert!(
+        stderr.contains("bad.ron:3:"),
+        "the error does not name the file and line: {stderr}"
+    );
+    assert!(
+        stderr.contains("max_per_ipp"),
+        "the error does not name the key: {stderr}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something listens on the configured port"
+    );
+}

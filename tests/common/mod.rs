@@ -435,16 +435,26 @@ impl TestServer {
             .expect("no VmRSS in /proc/PID/status")
     }
 
-    /// Sends SIGTERM and waits for the process to end.
-    pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("server is not running");
+    /// Sends a signal (`"TERM"`, `"INT"`, `"HUP"`) to the server.
+    pub fn signal(&self, name: &str) {
         // `kill` as a shell builtin: no libc binding needed in the tests.
         let sent = Command::new("sh")
             .arg("-c")
-            .arg(format!("kill -TERM {}", child.id()))
+            .arg(format!("kill -{name} {}", self.pid()))
             .status()
             .unwrap();
-        assert!(sent.success(), "could not send SIGTERM");
+        assert!(sent.success(), "could not send SIG{name}");
+    }
+
+    /// Sends SIGTERM and waits for the process to end.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends the signal `name` and waits for the process to end.
+    pub fn stop_with(&mut self, name: &str) -> ExitStatus {
+        self.signal(name);
+        let mut child = self.child.take().expect("server is not running");
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -454,7 +464,7 @@ impl TestServer {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "pop3d did not exit within {IO_TIMEOUT:?} of SIGTERM; its log:\n{}",
+                    "pop3d did not exit within {IO_TIMEOUT:?} of SIG{name}; its log:\n{}",
                     self.log()
                 );
             }
@@ -504,7 +514,7 @@ fn maildir_of(dir: &Path, user: &str) -> PathBuf {
 }
 
 /// A port nobody listens on right now (the kernel's choice for port 0).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
