@@ -1699,3 +1699,60 @@ fn a_bad_config_starts_nothing_and_says_where_the_problem_is() {
         "something listens on the configured port"
     );
 }
+
+#[test]
+fn a_second_server_process_sees_the_maildrop_in_use() {
+    let server = TestServer::start(standard_fixture());
+    let other = server.start_second_instance();
+    let mut first = server.login("alice", "secret");
+    first.ok("DELE 1");
+
+    let mut second = other.connect();
+    second.greeting();
+    second.ok("USER alice");
+    let reply = second.command("PASS secret");
+    assert!(
+        reply.starts_with("-ERR [IN-USE]"),
+        "a second pop3d process opened a maildrop already in use: {reply}"
+    );
+    first.ok("QUIT");
+    second.ok("USER alice");
+    second.ok("PASS secret");
+    assert_eq!(
+        stat(&mut second).0,
+        2,
+        "the other process does not see the QUIT's deletion"
+    );
+    second.drop_connection();
+    // Released by a drop in the other process too.
+    let mut again = server.login_when_released("alice", "secret");
+    again.ok("QUIT");
+}
+
+#[test]
+fn connections_over_max_connections_are_refused() {
+    let server = TestServer::start(
+        standard_fixture()
+            .limit("max_connections", 3)
+            .limit("max_per_ip", 3),
+    );
+    let mut open: Vec<Client> = (0..3)
+        .map(|_| {
+            let mut c = server.connect();
+            c.greeting();
+            c
+        })
+        .collect();
+    let mut refused = server.connect();
+    let reply = refused.read_line_str();
+    assert!(
+        reply.starts_with("-ERR [SYS/TEMP]"),
+        "fourth connection got {reply:?}"
+    );
+    assert_eq!(refused.read_to_close(), b"");
+    open[0].ok("QUIT");
+    open[0].read_to_close();
+    let mut c = server.connect();
+    c.greeting();
+    open[1].ok("USER alice");
+}

@@ -155,6 +155,12 @@ pub struct TestServer {
     fixture: Fixture,
     /// Current path of each message file per user, in delivery order.
     paths: Vec<(String, PathBuf)>,
+    /// Names this process's config and log files, so a second server on
+    /// the same directory keeps its own.
+    instance: String,
+    /// Whether dropping this server removes the directory (a second
+    /// instance leaves it to the first).
+    owns_dir: bool,
 }
 
 impl TestServer {
@@ -201,9 +207,28 @@ impl TestServer {
             dir,
             fixture,
             paths,
+            instance: "server".into(),
+            owns_dir: true,
         };
         server.spawn();
         server
+    }
+
+    /// A second server process on the same directory (same users and
+    /// maildirs, its own port, config and log). It kills its process on
+    /// drop but leaves the directory to `self`.
+    pub fn start_second_instance(&self) -> TestServer {
+        let mut second = TestServer {
+            child: None,
+            port: 0,
+            dir: self.dir.clone(),
+            fixture: self.fixture.clone(),
+            paths: self.paths.clone(),
+            instance: "second".into(),
+            owns_dir: false,
+        };
+        second.spawn();
+        second
     }
 
     /// Starts the process on a free port, retrying with another port if the
@@ -213,7 +238,7 @@ impl TestServer {
         for attempt in 1..=ATTEMPTS {
             self.port = free_port();
             let config = self.config_text();
-            let config_path = self.dir.join("pop3d.ron");
+            let config_path = self.dir.join(format!("{}.ron", self.instance));
             fs::write(&config_path, config).unwrap();
             let log = fs::File::options()
                 .create(true)
@@ -356,7 +381,7 @@ impl TestServer {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir.join("server.log")
+        self.dir.join(format!("{}.log", self.instance))
     }
 
     /// The server's temporary directory.
@@ -497,7 +522,7 @@ impl Drop for TestServer {
                 tail.join("\n")
             );
         }
-        if std::env::var_os("POP3D_TEST_KEEP").is_none() {
+        if self.owns_dir && std::env::var_os("POP3D_TEST_KEEP").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
