@@ -1158,6 +1158,16 @@ fn password_with_spaces_and_symbols_logs_in() {
     c.ok("USER dave");
     c.ok(&format!("PASS {password}"));
     assert_eq!(stat(&mut c).0, 1);
+    c.ok("QUIT");
+
+    // 8-bit passwords are compared as the bytes the client sends.
+    let server = TestServer::start(Fixture::new().user("ida", "p\u{e4}ssw\u{f6}rd\u{20ac}"));
+    let mut c = server.connect();
+    c.greeting();
+    c.ok("USER ida");
+    c.err("PASS passwort");
+    c.ok("USER ida");
+    c.ok("PASS p\u{e4}ssw\u{f6}rd\u{20ac}");
 }
 
 #[test]
