@@ -12,6 +12,9 @@
 //! small scanner over the text (`SourceMap`) finds where each key was written
 //! to point the operator at the right line.
 //!
+//! [`dump`] goes the other way: it prints a parsed configuration with every
+//! default filled in (`pop3d dump-config`).
+//!
 //! ```
 //! let text = r#"(
 //!     auth:  (plugin: "passwd-file", config: (path: "/etc/pop3d/passwd")),
@@ -26,6 +29,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+mod dump;
+pub use dump::{dump, DumpError, DumpMode};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -8,10 +8,15 @@
 //!   machine. It does no I/O.
 //! - [`backend`]: the authentication and storage traits the session calls,
 //!   and the bundled backends.
+//! - [`inetd`]: one session on stdin/stdout, for `pop3d --inetd` under
+//!   inetd, xinetd or a systemd `Accept=yes` socket.
+//! - [`logging`]: the logger (stderr or syslog) with its flood guard.
 #![deny(unsafe_code)]
 
 pub mod backend;
 pub mod config;
 pub mod demo;
+pub mod inetd;
+pub mod logging;
 pub mod protocol;
 pub mod server;
