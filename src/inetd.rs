@@ -17,6 +17,10 @@
 //! of lines read; message bodies are written in pieces as the session
 //! produces them, so memory stays bounded whatever the message size.
 //!
+//! When stdout is a socket, a write that makes no progress for
+//! `limits.idle_timeout_secs` ends the session (a client that stopped
+//! reading in the middle of a large RETR), as the daemon's idle timer does.
+//!
 //! Reading happens on a second thread that hands chunks over a channel of
 //! one slot: the driver waits on it with a timeout (that is how the idle
 //! timers work), and the reader never gets more than one chunk ahead.
@@ -130,6 +134,13 @@ pub fn run(config: &Config) -> Result<Ending, InetdError> {
             .try_clone_to_owned()
             .map_err(InetdError::Io)?,
     );
+    // A client that stops reading would otherwise block a write, and this
+    // process with its maildrop lock, forever; the daemon's idle timer
+    // covers that case there. On a pipe this fails and changes nothing.
+    if let Ok(fd) = io::stdout().as_fd().try_clone_to_owned() {
+        let idle = Duration::from_secs(config.limits.idle_timeout_secs);
+        let _ = TcpStream::from(fd).set_write_timeout(Some(idle));
+    }
     let env = match build_env(config) {
         Ok(env) => env,
         Err(e) => {

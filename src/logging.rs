@@ -273,14 +273,18 @@ impl Syslog {
 
     fn try_send(&mut self, level: Level, text: &str) -> bool {
         let datagram = syslog_datagram(level, self.pid, text);
-        for attempt in 0..2 {
-            if self.socket.is_none() {
-                let paced = self
-                    .last_attempt
-                    .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
-                if attempt > 0 && paced || self.connect().is_err() {
-                    return false;
-                }
+        // Without a socket, try again at most once a second: connecting to
+        // a missing socket for every line would cost a syscall per line for
+        // nothing.
+        let may_reconnect = self
+            .last_attempt
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if self.socket.is_none() && !may_reconnect {
+            return false;
+        }
+        for _ in 0..2 {
+            if self.socket.is_none() && self.connect().is_err() {
+                return false;
             }
             let Some(socket) = &self.socket else {
                 return false;
@@ -290,7 +294,7 @@ impl Syslog {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(_) => {
                     // ECONNREFUSED, ENOENT...: the daemon went away or was
-                    // restarted; reconnect and try once more.
+                    // restarted; reconnect at once and try one more time.
                     self.socket = None;
                 }
             }
@@ -611,6 +615,49 @@ mod tests {
         let long = "é".repeat(MAX_SYSLOG_MESSAGE);
         let datagram = syslog_datagram(Level::Info, 1, &long);
         assert!(datagram.len() <= MAX_SYSLOG_MESSAGE + "<22>pop3d[1]: ".len());
+    }
+
+    #[test]
+    fn syslog_survives_a_restarted_daemon_and_reports_what_was_lost() {
+        let path = std::env::temp_dir().join(format!("pop3d-syslog-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let receive = |daemon: &UnixDatagram| {
+            let mut buf = [0u8; 512];
+            let n = daemon.recv(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let daemon = UnixDatagram::bind(&path).unwrap();
+        daemon
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut syslog = Syslog::new(path.clone());
+        syslog.send(Level::Info, "one");
+        assert!(receive(&daemon).ends_with("]: one"));
+
+        // The daemon goes away: lines are counted, not blocked on.
+        drop(daemon);
+        std::fs::remove_file(&path).unwrap();
+        syslog.send(Level::Info, "two");
+        syslog.send(Level::Info, "three");
+        assert_eq!(syslog.dropped, 2);
+
+        // It comes back; once the retry pause is over (simulated here), the
+        // next line reconnects and first reports the loss.
+        let daemon = UnixDatagram::bind(&path).unwrap();
+        daemon
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        syslog.last_attempt = None;
+        syslog.send(Level::Error, "four");
+        let note = receive(&daemon);
+        assert!(note.starts_with("<20>pop3d["), "{note}");
+        assert!(
+            note.ends_with("]: 2 log lines were lost: the syslog socket was full or unreachable"),
+            "{note}"
+        );
+        assert!(receive(&daemon).starts_with("<19>"));
+        assert_eq!(syslog.dropped, 0);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
