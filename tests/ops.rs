@@ -941,3 +941,44 @@ fn key_paths_sees_through_options_lists_and_comments() {
         .collect();
     assert_eq!(keys, expected);
 }
+
+#[test]
+fn stderr_lines_carry_priority_prefixes_only_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let site = Site::new(&[FIRST]);
+    let config = site.config("");
+    let run = |journal_stream: &dyn Fn(&Path) -> String| {
+        let log = site.path(&format!(
+            "journal-{}.log",
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = fs::File::create(&log).unwrap();
+        let output = Command::new(POP3D)
+            .args(["--inetd", "--log-target", "stderr", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env("JOURNAL_STREAM", journal_stream(&log))
+            .env("TCPREMOTEIP", "127.0.0.1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .and_then(|mut child| {
+                child.stdin.take().unwrap().write_all(b"QUIT\r\n")?;
+                child.wait()
+            })
+            .unwrap();
+        assert!(output.success());
+        fs::read_to_string(&log).unwrap()
+    };
+    // What systemd sets: the device and inode of the stream stderr is.
+    let journal = run(&|log| {
+        let meta = fs::metadata(log).unwrap();
+        format!("{}:{}", meta.dev(), meta.ino())
+    });
+    assert!(journal.starts_with("<6>session="), "{journal}");
+    // A JOURNAL_STREAM inherited by a process whose stderr was redirected.
+    let plain = run(&|_| "1:2".to_string());
+    assert!(plain.contains("Z INFO  session="), "{plain}");
+    assert!(!plain.starts_with('<'), "{plain}");
+}
