@@ -340,9 +340,16 @@ pub fn wire_size_of_reader(mut reader: impl io::Read) -> io::Result<u64> {
 /// `pub unsafe extern "C" fn pop3d_plugin_entry` (symbol
 /// `pop3d_plugin_my_auth`) where it is invoked. Every call through the
 /// table runs inside `catch_unwind`; a panic returns `PANICKED`.
+///
+/// The header's name, which pop3d's log shows, is `my_auth`; a third
+/// argument sets another (`export_auth_plugin!(my_auth, MyAuth, "my-auth")`),
+/// for a name a symbol cannot spell.
 #[macro_export]
 macro_rules! export_auth_plugin {
     ($name:ident, $plugin:ty) => {
+        $crate::export_auth_plugin!($name, $plugin, stringify!($name));
+    };
+    ($name:ident, $plugin:ty, $display:expr) => {
         $crate::__export_plugin_common!($name, $plugin);
 
         /// Entry point of this pop3d auth plugin (see `pop3d_plugin_api`).
@@ -358,7 +365,7 @@ macro_rules! export_auth_plugin {
             static TABLE: $crate::abi::Pop3dAuthTable = $crate::export::auth_table::<$plugin>();
             static HEADER: $crate::export::StaticHeader = $crate::export::StaticHeader::new(
                 $crate::abi::KIND_AUTH,
-                concat!(stringify!($name), "\0"),
+                concat!($display, "\0"),
                 &TABLE as *const $crate::abi::Pop3dAuthTable as *const ::std::ffi::c_void,
             );
             // SAFETY: this function's own contract is the one register_host
@@ -371,10 +378,14 @@ macro_rules! export_auth_plugin {
 
 /// Builds the static header and function table of a store plugin from a
 /// [`StorePlugin`] implementation and exports its entry symbol
-/// `pop3d_plugin_<name>`. See [`export_auth_plugin!`].
+/// `pop3d_plugin_<name>`. See [`export_auth_plugin!`], also for the
+/// optional third argument.
 #[macro_export]
 macro_rules! export_store_plugin {
     ($name:ident, $plugin:ty) => {
+        $crate::export_store_plugin!($name, $plugin, stringify!($name));
+    };
+    ($name:ident, $plugin:ty, $display:expr) => {
         $crate::__export_plugin_common!($name, $plugin);
 
         /// Entry point of this pop3d store plugin (see `pop3d_plugin_api`).
@@ -390,7 +401,7 @@ macro_rules! export_store_plugin {
             static TABLE: $crate::abi::Pop3dStoreTable = $crate::export::store_table::<$plugin>();
             static HEADER: $crate::export::StaticHeader = $crate::export::StaticHeader::new(
                 $crate::abi::KIND_STORE,
-                concat!(stringify!($name), "\0"),
+                concat!($display, "\0"),
                 &TABLE as *const $crate::abi::Pop3dStoreTable as *const ::std::ffi::c_void,
             );
             // SAFETY: this function's own contract is the one register_host

@@ -299,7 +299,7 @@ impl AuthPlugin for PasswdFile {
     }
 }
 
-export_auth_plugin!(passwd_file, PasswdFile);
+export_auth_plugin!(passwd_file, PasswdFile, "passwd-file");
 
 /// Whether `given` equals `stored`, in time that depends on the length of
 /// `given` (which the client knows) and not on where the two differ.
