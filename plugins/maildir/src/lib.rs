@@ -22,12 +22,13 @@
 //!    during the session: mail delivered meanwhile waits for the next one.
 //! 4. **Size it.** POP3 reports the size as transmitted, with CRLF line
 //!    ends, which differs from the file size when the file uses LF. A
-//!    `,W=<n>` in the file name (Dovecot, Maildir++) gives it for free;
-//!    otherwise the file is read once (sized with the SDK's
-//!    [`WireSize`](pop3d_plugin_api::WireSize) rule) and the result kept in
-//!    `pop3d-sizes` in the maildir, valid while the file's size and mtime
-//!    stay the same, so a login to a large maildrop costs a `stat` per
-//!    message, not a read.
+//!    `,W=<n>` in the file name (Dovecot, Maildir++) gives it for the price
+//!    of reading the last byte (W= leaves out the CRLF pop3d adds after an
+//!    unterminated last line); otherwise the file is read once (sized with
+//!    the SDK's [`WireSize`](pop3d_plugin_api::WireSize) rule). Either
+//!    result is kept in `pop3d-sizes` in the maildir, valid while the
+//!    file's size and mtime stay the same, so a login to a large maildrop
+//!    costs a `stat` per message, not a read.
 //!
 //! Unique ids are the file's base name (the part before `:`), which survives
 //! the `new/` to `cur/` move and flag changes made by other mail programs.

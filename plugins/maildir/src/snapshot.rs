@@ -6,7 +6,7 @@ use crate::maildrop::open_regular_file;
 use pop3d_plugin_api::{log_error, log_warn, wire_size_of_reader, Error, MessageInfo};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -81,9 +81,7 @@ pub(crate) fn take_snapshot(maildir: &Path) -> Result<Snapshot, Error> {
     let mut files = Vec::with_capacity(found.len());
     let mut wire_sizes = Vec::with_capacity(found.len());
     for entry in found {
-        let wire_size = if let Some(hint) = wire_size_hint(&entry.base) {
-            hint
-        } else {
+        let wire_size = {
             match size_from_cache_or_file(&entry, &mut cache) {
                 Ok((wire_size, computed)) => {
                     sizes_computed += usize::from(computed);
@@ -182,9 +180,9 @@ fn delivery_time(base: &[u8]) -> u64 {
 /// The `,W=<n>` size in a base name: the size with CRLF line ends, which
 /// Dovecot and other Maildir++ deliverers record at delivery.
 ///
-/// A file without a final newline would be sent with two more octets than
-/// this hint says; delivery agents end messages with a newline, so the hint
-/// is trusted rather than paying an open per message to check.
+/// Dovecot's W= does not count the CRLF pop3d sends after a last line
+/// without a newline, so the caller checks the file's last byte once (and
+/// caches the result) instead of trusting the hint alone.
 fn wire_size_hint(base: &[u8]) -> Option<u64> {
     let mut rest = base;
     while let Some(start) = rest.windows(3).position(|window| window == b",W=") {
@@ -210,9 +208,25 @@ fn size_from_cache_or_file(entry: &Found, cache: &mut SizeCache) -> io::Result<(
     if let Some(wire_size) = cache.lookup(&entry.base, stamp) {
         return Ok((wire_size, false));
     }
-    let wire_size = wire_size_of_reader(open_regular_file(&entry.dir_entry.path())?)?;
+    let mut file = open_regular_file(&entry.dir_entry.path())?;
+    let wire_size = match wire_size_hint(&entry.base) {
+        Some(hint) => hint + unterminated_last_line_extra(&mut file, metadata.len())?,
+        None => wire_size_of_reader(file)?,
+    };
     cache.insert(&entry.base, stamp, wire_size);
     Ok((wire_size, true))
+}
+
+/// The CRLF the wire adds after a non-empty message whose last byte is not a
+/// LF: 2 octets, or 0. Reads one byte.
+fn unterminated_last_line_extra(file: &mut File, len: u64) -> io::Result<u64> {
+    if len == 0 {
+        return Ok(0);
+    }
+    file.seek(io::SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(if last[0] == b'\n' { 0 } else { 2 })
 }
 
 /// What the size cache remembers of a file to know it has not changed.
