@@ -2,8 +2,8 @@
 //!
 //! C plugins are compiled from `plugins/examples` with the system C
 //! compiler into a scratch directory; the Rust example plugins are built
-//! once per run with `cargo build -p dir-store -p panicky-store` into this
-//! test's own target directory. Then the host loads them exactly as the
+//! once per run with `cargo build -p dir-store -p panicky-store` into
+//! `<target>/plugin-libs`, with this test binary's profile. Then the host loads them exactly as the
 //! server does and the tests drive them through the `Authenticator`,
 //! `Store`, `Maildrop` and `MessageReader` traits the session uses.
 //!
@@ -129,16 +129,20 @@ fn build_c(dir: &Scratch, source: &str, library: &str, defines: &[&str]) -> Path
     output
 }
 
-/// Builds the Rust example plugins (once per test run) and returns the
-/// directory holding `lib<name>.so`: the profile directory of this test
-/// binary, so `cargo test --release` tests release plugins.
+/// Builds the Rust example plugins (once per test run) and returns the path
+/// of `lib<name>.so`, built with the profile of this test binary, so
+/// `cargo test --release` tests release plugins.
 fn rust_plugin(library: &str) -> PathBuf {
-    static PROFILE_DIR: OnceLock<PathBuf> = OnceLock::new();
-    let profile_dir = PROFILE_DIR.get_or_init(|| {
+    static LIBS_DIR: OnceLock<PathBuf> = OnceLock::new();
+    let libs_dir = LIBS_DIR.get_or_init(|| {
         // This binary is <target>/<profile>/deps/plugins-<hash>.
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
+        // A target directory of their own: built alone, the plugin crates
+        // get other features of shared dependencies (serde) than in the
+        // workspace build, and rebuilding them in place would overwrite
+        // rlibs that pop3d's tests and doctests link against.
+        let libs_target = profile_dir.parent().unwrap().join("plugin-libs");
         let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
             "debug" => "dev".to_string(),
             other => other.to_string(),
@@ -156,14 +160,14 @@ fn rust_plugin(library: &str) -> PathBuf {
                 &profile,
             ])
             .arg("--target-dir")
-            .arg(target_dir)
+            .arg(&libs_target)
             .current_dir(REPO)
             .status()
             .unwrap();
         assert!(status.success(), "building the Rust example plugins failed");
-        profile_dir
+        libs_target.join(profile_dir.file_name().unwrap())
     });
-    profile_dir.join(library)
+    libs_dir.join(library)
 }
 
 fn user(name: &str) -> UserInfo {

@@ -12,7 +12,8 @@
 //!   one that kills itself with SIGSEGV.
 //!
 //! The Rust plugin libraries are built once per run with `cargo build` into
-//! this test's own target directory, as `tests/plugins.rs` does.
+//! `<target>/plugin-libs`, with this test binary's profile, as
+//! `tests/plugins.rs` does.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,14 +69,18 @@ impl Drop for Scratch {
 }
 
 /// Builds the Rust plugin libraries (once per run) and returns the path of
-/// `lib<name>.so` in the profile directory of this test binary.
+/// `lib<name>.so`, built with the profile of this test binary.
 fn rust_plugin(library: &str) -> PathBuf {
-    static PROFILE_DIR: OnceLock<PathBuf> = OnceLock::new();
-    let profile_dir = PROFILE_DIR.get_or_init(|| {
+    static LIBS_DIR: OnceLock<PathBuf> = OnceLock::new();
+    let libs_dir = LIBS_DIR.get_or_init(|| {
         // This binary is <target>/<profile>/deps/plugins_e2e-<hash>.
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
+        // A target directory of their own: built alone, the plugin crates
+        // get other features of shared dependencies (serde) than in the
+        // workspace build, and rebuilding them in place would overwrite
+        // rlibs that pop3d's tests and doctests link against.
+        let libs_target = profile_dir.parent().unwrap().join("plugin-libs");
         let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
             "debug" => "dev".to_string(),
             other => other.to_string(),
@@ -92,14 +97,14 @@ fn rust_plugin(library: &str) -> PathBuf {
                 "panicky-store",
             ])
             .arg("--target-dir")
-            .arg(target_dir)
+            .arg(&libs_target)
             .current_dir(REPO)
             .status()
             .unwrap();
         assert!(status.success(), "building the plugin libraries failed");
-        profile_dir
+        libs_target.join(profile_dir.file_name().unwrap())
     });
-    let path = profile_dir.join(library);
+    let path = libs_dir.join(library);
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
