@@ -129,7 +129,7 @@ impl StorePlugin for MaildirStore {
     }
 }
 
-/// A backend error for an I/O failure: permission and layout problems need
+/// The plugin error for an I/O failure: permission and layout problems need
 /// an operator; anything else may pass.
 pub(crate) fn io_failure(context: &str, err: &io::Error) -> Error {
     match err.kind() {
