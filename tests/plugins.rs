@@ -2,7 +2,8 @@
 //!
 //! C plugins are compiled from `plugins/examples` with the system C
 //! compiler into a scratch directory; the Rust example plugins are built
-//! once per run with `cargo build -p dir-store -p panicky-store` into
+//! once per run with `cargo build -p dir-store -p panicky-store -p
+//! pop3d-maildir` into
 //! `<target>/plugin-libs`, with this test binary's profile. Then the host loads them exactly as the
 //! server does and the tests drive them through the `Authenticator`,
 //! `Store`, `Maildrop` and `MessageReader` traits the session uses.
@@ -156,6 +157,8 @@ fn rust_plugin(library: &str) -> PathBuf {
                 "dir-store",
                 "-p",
                 "panicky-store",
+                "-p",
+                "pop3d-maildir",
                 "--profile",
                 &profile,
             ])
@@ -839,6 +842,62 @@ fn dir_store_lists_streams_locks_and_deletes_through_the_abi() {
     assert!(lines
         .iter()
         .any(|l| l.level == log::Level::Debug && l.text.contains("with 3 messages")));
+}
+
+/// Reads every message of a maildrop, in order.
+fn read_all_messages(maildrop: &mut dyn pop3d::backend::Maildrop) -> Vec<Vec<u8>> {
+    (0..maildrop.messages().len())
+        .map(|index| read_to_end(maildrop.open_message(index).unwrap().as_mut()).0)
+        .collect()
+}
+
+#[test]
+fn the_maildir_library_and_the_built_in_maildir_are_the_same_plugin() {
+    capture_logs();
+    let dir = Scratch::new("maildir-so");
+    let maildir = dir.path("mail/dora");
+    for sub in ["cur", "new", "tmp"] {
+        fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    fs::write(
+        maildir.join("cur/1700000001.a:2,S"),
+        b"Subject: a\n\nbare LF\n",
+    )
+    .unwrap();
+    fs::write(
+        maildir.join("new/1700000002.b"),
+        b"Subject: b\r\n\r\nno end",
+    )
+    .unwrap();
+    fs::write(maildir.join("new/1700000003.c,S=0,W=0"), b"").unwrap();
+    let config = format!("(root: {:?})", dir.path("mail/%u").display().to_string());
+
+    let loaded = plugin_host::load_store(&rust_plugin("libpop3d_maildir.so"), &config).unwrap();
+    let built_in =
+        plugin_host::builtin_store("maildir", pop3d_maildir::pop3d_plugin_entry, &config).unwrap();
+    let mut from_library = loaded.open(&user("dora")).unwrap();
+    let listing = from_library.messages().to_vec();
+    let messages = read_all_messages(from_library.as_mut());
+    drop(from_library);
+    let mut from_binary = built_in.open(&user("dora")).unwrap();
+    assert_eq!(from_binary.messages(), listing.as_slice());
+    assert_eq!(read_all_messages(from_binary.as_mut()), messages);
+
+    let sizes: Vec<u64> = listing.iter().map(|m| m.wire_size).collect();
+    let expected: Vec<u64> = messages.iter().map(|m| expected_wire_size(m)).collect();
+    assert_eq!(sizes, expected);
+    assert_eq!(sizes, [23, 22, 0]);
+
+    // Both log under the built-in's name.
+    let lines = logged("pop3d::plugin::maildir");
+    assert!(
+        lines.iter().any(|l| l.text.contains("libpop3d_maildir.so")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.text.contains("built-in `maildir`")),
+        "{lines:?}"
+    );
 }
 
 #[test]
