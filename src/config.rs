@@ -25,6 +25,7 @@
 //! assert!(err.to_string().starts_with("pop3d.ron:4:14: idle_timeout_secs is 60"));
 //! ```
 
+use ron::value::RawValue;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -132,13 +133,16 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSection {
-    /// A built-in backend name (`passwd-file`, `maildir`) or the path of a
-    /// shared library exporting a pop3d plugin.
+    /// A built-in backend name (`passwd-file`, `checkpassword`, `maildir`)
+    /// or the path of a shared library exporting a pop3d plugin.
     pub plugin: String,
-    /// The backend's own settings, passed through uninterpreted so a plugin
-    /// can define its keys without pop3d knowing them.
-    #[serde(default = "empty_map")]
-    pub config: ron::Value,
+    /// The backend's own settings, kept as the RON text the operator wrote
+    /// and handed to the plugin's `create` as is (`get_ron()`), so a plugin
+    /// can define its keys without pop3d knowing them. Raw text rather than
+    /// a parsed `ron::Value`, which could not be turned back into the same
+    /// text (struct names and enum variants are lost). `()` when absent.
+    #[serde(default = "empty_config")]
+    pub config: Box<RawValue>,
 }
 
 fn default_listen() -> Vec<Listener> {
@@ -148,8 +152,12 @@ fn default_listen() -> Vec<Listener> {
     }]
 }
 
-fn empty_map() -> ron::Value {
-    ron::Value::Map(ron::Map::new())
+/// The `config` of a section that has none: the empty struct, which a
+/// plugin without settings accepts and one with required settings refuses
+/// by naming the first missing field.
+pub fn empty_config() -> Box<RawValue> {
+    // `()` is valid RON, so this cannot fail.
+    RawValue::from_boxed_ron("()".into()).expect("() is valid RON")
 }
 
 /// Which backend a [`PluginSection`] configures; handed to plugin checks so
@@ -1134,12 +1142,27 @@ mod tests {
         assert_eq!(config.workers, 0);
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.auth.plugin, "passwd-file");
-        let mut expected_auth = ron::Map::new();
-        expected_auth.insert(
-            ron::Value::String("path".into()),
-            ron::Value::String("/etc/pop3d/passwd".into()),
+        assert_eq!(
+            config.auth.config.get_ron(),
+            "(path: \"/etc/pop3d/passwd\")"
         );
-        assert_eq!(config.auth.config, ron::Value::Map(expected_auth));
+    }
+
+    #[test]
+    fn plugin_config_text_reaches_the_plugin_as_written() {
+        let text = "(\n    auth: (plugin: \"/usr/lib/pop3d/libldap.so\", config: LdapConfig(\n        \
+                    url: \"ldap://x\", // the directory\n        scope: Subtree, bind: Some(\"cn=a\"),\n    )),\n    \
+                    store: (plugin: \"maildir\"),\n)";
+        let config = parse(text, "t").unwrap();
+        assert_eq!(
+            config.auth.config.get_ron(),
+            "LdapConfig(\n        url: \"ldap://x\", // the directory\n        scope: Subtree, \
+             bind: Some(\"cn=a\"),\n    )"
+        );
+        assert_eq!(config.store.config.get_ron(), "()");
+        // And it survives being written out and read back.
+        let again = parse(&ron::to_string(&config).unwrap(), "again").unwrap();
+        assert_eq!(again, config);
     }
 
     #[test]
