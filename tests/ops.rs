@@ -976,7 +976,11 @@ fn stderr_lines_carry_priority_prefixes_only_when_stderr_is_the_journal() {
         let meta = fs::metadata(log).unwrap();
         format!("{}:{}", meta.dev(), meta.ino())
     });
-    assert!(journal.starts_with("<6>session="), "{journal}");
+    assert!(
+        journal.lines().all(|line| line.starts_with('<')),
+        "{journal}"
+    );
+    assert!(journal.contains("\n<6>session="), "{journal}");
     // A JOURNAL_STREAM inherited by a process whose stderr was redirected.
     let plain = run(&|_| "1:2".to_string());
     assert!(plain.contains("Z INFO  session="), "{plain}");

@@ -396,15 +396,11 @@ mod tests {
     ),
     auth: (
         plugin: "passwd-file",
-        config: (
-            path: "/etc/pop3d/passwd",
-        ),
+        config: (path: "/etc/pop3d/passwd"),
     ),
     store: (
         plugin: "maildir",
-        config: (
-            root: "/var/mail/%u/Maildir",
-        ),
+        config: (root: "/var/mail/%u/Maildir"),
     ),
 )
 "#
@@ -427,15 +423,11 @@ mod tests {
     ),
     auth: (
         plugin: "passwd-file",
-        config: (
-            path: "/etc/pop3d/passwd",
-        ),
+        config: (path: "/etc/pop3d/passwd"),
     ),
     store: (
         plugin: "maildir",
-        config: (
-            root: "/var/mail/%u/Maildir",
-        ),
+        config: (root: "/var/mail/%u/Maildir"),
     ),
 )
 "#
