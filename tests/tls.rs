@@ -681,16 +681,18 @@ fn large_messages_and_deep_pipelines_work_over_tls() {
 
     let mut tls = server.connect_implicit();
     tls.login();
-    // Far more lines in one write than the server queues (128 by default):
-    // it must stop reading with plaintext held inside TLS and come back to
-    // it by itself.
+    // Far more lines than the server queues (128 by default), in several
+    // TLS records: it must stop reading with records still waiting in the
+    // socket and come back to them by itself (no new readiness edge will
+    // come). 60 KB of commands and 50 KB of replies fit in loopback socket
+    // buffers, so the test cannot deadlock on its own writes.
     let mut burst = Vec::new();
-    for _ in 0..2000 {
+    for _ in 0..10_000 {
         burst.extend_from_slice(b"NOOP\r\n");
     }
     burst.extend_from_slice(b"RETR 2\r\n");
     tls.send(&burst);
-    for i in 0..2000 {
+    for i in 0..10_000 {
         assert_eq!(tls.line(), "+OK\r\n", "NOOP {i}");
     }
     let status = tls.line();
@@ -767,4 +769,146 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
     }
+}
+
+/// Experiment, not a check: how much does a storm of TLS handshakes (run
+/// on the event-loop thread) delay an already logged-in plain client?
+/// Prints NOOP round-trip percentiles without and with 200 clients doing
+/// handshakes in a loop, for an ECDSA P-256 certificate and, when the
+/// `openssl` command exists, an RSA-2048 one. Run it on a release build:
+///
+/// ```text
+/// cargo test --release --test tls -- --ignored --nocapture handshake_storm
+/// ```
+#[test]
+#[ignore = "experiment: prints figures, asserts nothing about speed"]
+fn handshake_storm_latency() {
+    let server = Server::start("storm", "limits: (max_per_ip: 1000),");
+    let mut kinds = vec!["ECDSA P-256"];
+    if have_openssl() {
+        kinds.push("RSA-2048");
+    }
+    for kind in kinds {
+        if kind == "RSA-2048" {
+            let dir = &server.dir.path;
+            let status = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                // webpki refuses a CA certificate as the server's own.
+                .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+                .arg("-keyout")
+                .arg(dir.join("key.pem"))
+                .arg("-out")
+                .arg(dir.join("cert.pem"))
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            Command::new("kill")
+                .arg("-HUP")
+                .arg(server.child.id().to_string())
+                .status()
+                .unwrap();
+            server.wait_for_log("SIGHUP: reloaded TLS certificate");
+        }
+        let mut probe = server.connect_plain();
+        assert!(probe.command("USER alice").starts_with("+OK"));
+        assert!(probe.command("PASS secret").starts_with("+OK"));
+        let quiet = noop_round_trips(&mut probe);
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::new(AtomicU32::new(0));
+        let failed = Arc::new(AtomicU32::new(0));
+        let config = client_config(&server.cert_path());
+        let storm: Vec<_> = (0..200)
+            .map(|_| {
+                let (stop, done, failed, config) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&done),
+                    Arc::clone(&failed),
+                    Arc::clone(&config),
+                );
+                let addr = server.implicit;
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let ok = (|| -> Option<()> {
+                            let mut stream = TcpStream::connect(addr).ok()?;
+                            stream.set_read_timeout(Some(PATIENCE)).ok()?;
+                            let mut conn =
+                                rustls::ClientConnection::new(Arc::clone(&config), server_name())
+                                    .ok()?;
+                            while conn.is_handshaking() {
+                                conn.complete_io(&mut stream).ok()?;
+                            }
+                            let mut tls = BufReader::new(rustls::StreamOwned::new(conn, stream));
+                            let mut greeting = String::new();
+                            tls.read_line(&mut greeting).ok()?;
+                            greeting.starts_with("+OK").then_some(())
+                        })();
+                        let counter = if ok.is_some() { &done } else { &failed };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        // Let the storm build up before measuring.
+        thread::sleep(Duration::from_millis(500));
+        let before = done.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let stormy = noop_round_trips(&mut probe);
+        let rate =
+            f64::from(done.load(Ordering::Relaxed) - before) / started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for thread in storm {
+            thread.join().unwrap();
+        }
+        assert!(probe.command("QUIT").starts_with("+OK"));
+        println!("{kind}: quiet      NOOP RTT {}", percentiles(quiet));
+        println!(
+            "{kind}: 200-client handshake storm ({rate:.0} handshakes/s, {} failed) NOOP RTT {}",
+            failed.load(Ordering::Relaxed),
+            percentiles(stormy)
+        );
+    }
+}
+
+fn have_openssl() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// NOOP round trips on a logged-in connection, one every 2 ms, for 5 s.
+fn noop_round_trips(probe: &mut Plain) -> Vec<Duration> {
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    while start.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(2));
+        let sent = Instant::now();
+        let reply = probe.command("NOOP");
+        samples.push(sent.elapsed());
+        assert_eq!(reply, "+OK\r\n");
+    }
+    samples
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+        at(0.50).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        samples[samples.len() - 1].as_secs_f64() * 1e3,
+        samples.len()
+    )
 }

@@ -20,10 +20,13 @@
 //! readiness will not report it). Writing means "move reply plaintext into
 //! rustls' bounded buffer, then write records to the socket"; output counts
 //! as drained only when rustls holds no records either, so streaming bodies
-//! are still pulled one piece at a time. The handshake runs on this thread
-//! (see the figures in the TLS report) under its own timer.
+//! are still pulled one piece at a time. During the handshake the loop only
+//! moves bytes: the records it reads are processed (key exchange, signing)
+//! on the handshake threads (see `handshake.rs`), while the connection's
+//! transport is `Away`. Each handshake runs under its own timer.
 
 use super::framer::{Framer, LineBatch};
+use super::handshake::{HandshakeDone, HandshakeJob};
 use super::tls::{Plaintext, TlsAcceptor, TlsConn};
 use super::worker::{ConnId, Done, Job, Notifier};
 use crate::config::{Limits, PlaintextAuth};
@@ -88,6 +91,9 @@ enum Transport {
     Upgrading,
     /// TLS records, during or after the handshake.
     Tls(Box<TlsConn>),
+    /// Handshaking, with the TLS state at a handshake thread: nothing is
+    /// read or written until it comes back.
+    Away,
 }
 
 /// What the session of a connection is doing.
@@ -159,6 +165,12 @@ pub struct EventLoop {
     open_connections: usize,
     timers: BinaryHeap<Reverse<Timer>>,
     jobs: Sender<Job>,
+    /// Handshake steps for the handshake threads; one in flight per
+    /// connection at most, and the channel holds max_connections, so a send
+    /// never finds it full.
+    handshakes: Sender<HandshakeJob>,
+    /// Processed handshake steps coming back.
+    handshakes_done: Receiver<HandshakeDone>,
     /// Jobs the bounded channel could not take yet; sent before anything
     /// new so order per connection is kept.
     backlog: VecDeque<Job>,
@@ -183,6 +195,7 @@ impl EventLoop {
         tls: Option<TlsAcceptor>,
         jobs: Sender<Job>,
         done: Receiver<Done>,
+        handshakes: (Sender<HandshakeJob>, Receiver<HandshakeDone>),
         notifier: Arc<Notifier>,
         env: Arc<SessionEnv>,
         settings: LoopSettings,
@@ -206,6 +219,8 @@ impl EventLoop {
             open_connections: 0,
             timers: BinaryHeap::new(),
             jobs,
+            handshakes: handshakes.0,
+            handshakes_done: handshakes.1,
             backlog: VecDeque::new(),
             done,
             notifier,
@@ -444,8 +459,8 @@ impl EventLoop {
             conn.read_paused = false;
             return None;
         }
-        if matches!(conn.transport, Transport::Upgrading) {
-            // `advance` reads again once TLS is on.
+        if matches!(conn.transport, Transport::Upgrading | Transport::Away) {
+            // `advance` reads again once TLS is on or back.
             conn.read_paused = true;
             return None;
         }
@@ -470,11 +485,41 @@ impl EventLoop {
                         }
                         Plaintext::Empty => {}
                     }
-                    let result = tls.read_tls(&mut conn.stream);
-                    if let Some(negotiated) = tls.newly_established() {
-                        log::debug!("TLS established with {}: {negotiated}", conn.peer);
+                    if tls.is_handshaking() {
+                        // Read only; the processing goes to a handshake
+                        // thread.
+                        match tls.receive(&mut conn.stream) {
+                            Ok(n) if n > 0 => {
+                                conn.last_activity = Instant::now();
+                                conn.read_paused = true;
+                                let id = ConnId {
+                                    slot,
+                                    generation: conn.generation,
+                                };
+                                let Transport::Tls(tls) =
+                                    std::mem::replace(&mut conn.transport, Transport::Away)
+                                else {
+                                    return Some("internal error");
+                                };
+                                return match self
+                                    .handshakes
+                                    .try_send(HandshakeJob { conn: id, tls })
+                                {
+                                    Ok(()) => None,
+                                    Err(_) => {
+                                        log::error!(
+                                            "handshake threads unavailable; closing {}",
+                                            conn.peer
+                                        );
+                                        Some("handshake threads unavailable")
+                                    }
+                                };
+                            }
+                            other => other,
+                        }
+                    } else {
+                        tls.read_tls(&mut conn.stream)
                     }
-                    result
                 }
                 _ => {
                     let result = conn.stream.read(&mut self.read_buffer);
@@ -602,7 +647,7 @@ impl EventLoop {
             }
             if conn.read_paused
                 && conn.queued.len() < max_lines
-                && !matches!(conn.transport, Transport::Upgrading)
+                && !matches!(conn.transport, Transport::Upgrading | Transport::Away)
             {
                 if let Some(reason) = self.read(slot) {
                     self.close(slot, reason);
@@ -687,6 +732,39 @@ impl EventLoop {
         while let Ok(done) = self.done.try_recv() {
             self.complete(done);
         }
+        while let Ok(done) = self.handshakes_done.try_recv() {
+            self.complete_handshake(done);
+        }
+    }
+
+    /// A handshake step came back: send what it produced, read on.
+    fn complete_handshake(&mut self, done: HandshakeDone) {
+        let HandshakeDone {
+            conn: id,
+            mut tls,
+            result,
+        } = done;
+        let Some(conn) = self
+            .connections
+            .get_mut(id.slot)
+            .and_then(Option::as_mut)
+            .filter(|c| c.generation == id.generation)
+        else {
+            // Closed meanwhile (timeout, shutdown): nothing to do.
+            return;
+        };
+        if let Err(e) = result {
+            log::info!("TLS handshake with {} failed: {e}", conn.peer);
+            // The alert saying why; one try, the connection is going anyway.
+            let _ = tls.write_tls(&mut conn.stream);
+            self.close(id.slot, "TLS error");
+            return;
+        }
+        if let Some(negotiated) = tls.newly_established() {
+            log::debug!("TLS established with {}: {negotiated}", conn.peer);
+        }
+        conn.transport = Transport::Tls(tls);
+        self.advance(id.slot);
     }
 
     fn complete(&mut self, done: Done) {
@@ -848,13 +926,21 @@ fn has_pending_output(conn: &Connection) -> bool {
 
 /// Whether a TLS handshake is still in progress on this connection.
 fn handshaking(conn: &Connection) -> bool {
-    matches!(&conn.transport, Transport::Tls(tls) if tls.is_handshaking())
+    match &conn.transport {
+        Transport::Tls(tls) => tls.is_handshaking(),
+        Transport::Away => true,
+        Transport::Plain | Transport::Upgrading => false,
+    }
 }
 
 /// Writes as much pending output as the socket takes. With TLS, reply
 /// bytes move into rustls' bounded buffer (not before the handshake has
 /// finished) and records move to the socket, until either stops.
 fn write_pending(conn: &mut Connection) -> io::Result<()> {
+    if matches!(conn.transport, Transport::Away) {
+        // The TLS state is at a handshake thread; replies wait for it.
+        return Ok(());
+    }
     if let Transport::Tls(tls) = &mut conn.transport {
         loop {
             if conn.written < conn.out.len() {
@@ -901,6 +987,7 @@ fn send_best_effort(conn: &mut Connection, line: &[u8]) {
         Transport::Plain | Transport::Upgrading => {
             let _ = conn.stream.write(line);
         }
+        Transport::Away => {}
     }
 }
 

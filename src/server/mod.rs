@@ -10,9 +10,11 @@
 //! - `worker.rs`: jobs, completions, the worker threads.
 //! - `tls.rs`: certificates and per-connection TLS state (the only file that
 //!   uses rustls).
+//! - `handshake.rs`: threads that do TLS handshake crypto off the loop.
 
 mod event_loop;
 pub mod framer;
+mod handshake;
 mod tls;
 mod worker;
 
@@ -131,6 +133,27 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
     }
     drop(done_tx);
 
+    // Handshake threads exist only when TLS is configured. Half the cores:
+    // a storm of new TLS clients then cannot take the CPU from sessions.
+    let handshake_threads = if tls.is_some() {
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    } else {
+        0
+    };
+    let (handshake_tx, handshake_rx) =
+        crossbeam_channel::bounded(config.limits.max_connections.max(1));
+    let (handshake_done_tx, handshake_done_rx) = crossbeam_channel::unbounded();
+    for i in 0..handshake_threads {
+        let jobs = handshake_rx.clone();
+        let done = handshake_done_tx.clone();
+        let notifier = Arc::clone(&notifier);
+        let thread = std::thread::Builder::new()
+            .name(format!("pop3d-tls-{i}"))
+            .spawn(move || handshake::run(jobs, done, notifier))?;
+        threads.push(thread);
+    }
+    drop((handshake_rx, handshake_done_tx));
+
     let settings = LoopSettings {
         limits: config.limits.clone(),
         plaintext_auth: config.allow_plaintext_auth,
@@ -141,11 +164,15 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
         tls,
         job_tx.clone(),
         done_rx.clone(),
+        (handshake_tx, handshake_done_rx),
         notifier,
         env,
         settings,
     )?;
     log::info!("{workers} worker threads running sessions");
+    if handshake_threads > 0 {
+        log::info!("{handshake_threads} thread(s) for TLS handshakes");
+    }
     on_ready(&bound);
 
     let stop = event_loop.run(&mut || {

@@ -192,16 +192,30 @@ impl TlsConn {
     /// [`Plaintext::Empty`]: rustls refuses to read while decrypted bytes
     /// are waiting, which is what bounds its input buffer.
     pub fn read_tls(&mut self, socket: &mut dyn Read) -> io::Result<usize> {
-        let n = self.conn.read_tls(socket)?;
+        let n = self.receive(socket)?;
         if n > 0 {
-            self.conn.process_new_packets().map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    TlsError::Protocol(e.to_string()),
-                )
-            })?;
+            self.process()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         }
         Ok(n)
+    }
+
+    /// Only reads TLS bytes from the socket (at most one record's worth),
+    /// leaving them for [`TlsConn::process`]: the cheap half of
+    /// [`TlsConn::read_tls`], for when processing happens elsewhere. A
+    /// record too large to buffer is an `InvalidData` error.
+    pub fn receive(&mut self, socket: &mut dyn Read) -> io::Result<usize> {
+        self.conn.read_tls(socket)
+    }
+
+    /// Processes the records [`TlsConn::receive`] read: decrypts, and during
+    /// the handshake does the key exchange and signing (the expensive
+    /// part), queueing the records to send back.
+    pub fn process(&mut self) -> Result<(), TlsError> {
+        self.conn
+            .process_new_packets()
+            .map(drop)
+            .map_err(|e| TlsError::Protocol(e.to_string()))
     }
 
     /// Copies decrypted bytes into `buf`.
