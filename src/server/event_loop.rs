@@ -116,7 +116,7 @@ struct Connection {
     /// Distinguishes this connection from earlier ones in the same slot.
     generation: u64,
     stream: TcpStream,
-    /// Plain, switching to TLS, or TLS.
+    /// Plain, switching to TLS, TLS, or TLS state away for a handshake step.
     transport: Transport,
     /// Client address, for per-IP accounting and the session's log lines.
     peer: SocketAddr,
@@ -340,13 +340,13 @@ impl EventLoop {
                 "refused {peer}: max_connections ({}) reached",
                 limits.max_connections
             );
-            let _ = stream.write(canned::TOO_MANY_CONNECTIONS);
+            refuse(&mut stream, implicit_tls, canned::TOO_MANY_CONNECTIONS);
             return;
         }
         let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         if from_ip >= limits.max_per_ip {
             log::warn!("refused {peer}: max_per_ip ({}) reached", limits.max_per_ip);
-            let _ = stream.write(canned::TOO_MANY_FROM_IP);
+            refuse(&mut stream, implicit_tls, canned::TOO_MANY_FROM_IP);
             return;
         }
         // Replies are written whole; Nagle would only delay the last
@@ -491,29 +491,7 @@ impl EventLoop {
                         match tls.receive(&mut conn.stream) {
                             Ok(n) if n > 0 => {
                                 conn.last_activity = Instant::now();
-                                conn.read_paused = true;
-                                let id = ConnId {
-                                    slot,
-                                    generation: conn.generation,
-                                };
-                                let Transport::Tls(tls) =
-                                    std::mem::replace(&mut conn.transport, Transport::Away)
-                                else {
-                                    return Some("internal error");
-                                };
-                                return match self
-                                    .handshakes
-                                    .try_send(HandshakeJob { conn: id, tls })
-                                {
-                                    Ok(()) => None,
-                                    Err(_) => {
-                                        log::error!(
-                                            "handshake threads unavailable; closing {}",
-                                            conn.peer
-                                        );
-                                        Some("handshake threads unavailable")
-                                    }
-                                };
+                                return send_to_handshake_thread(&self.handshakes, conn, slot);
                             }
                             other => other,
                         }
@@ -914,6 +892,39 @@ impl EventLoop {
     fn abandon(&mut self, session: Box<Session>, reason: &'static str) {
         if session.holds_maildrop() {
             self.submit(Job::Abandon { session, reason });
+        }
+    }
+}
+
+/// Says why a connection is refused before it is admitted. A client on an
+/// implicit-TLS port expects a handshake, not a POP3 line, so it only sees
+/// the close.
+fn refuse(stream: &mut TcpStream, implicit_tls: bool, line: &[u8]) {
+    if !implicit_tls {
+        let _ = stream.write(line);
+    }
+}
+
+/// Hands a handshaking connection's TLS state, with the records just read,
+/// to a handshake thread; the connection reads again when it is back.
+fn send_to_handshake_thread(
+    handshakes: &Sender<HandshakeJob>,
+    conn: &mut Connection,
+    slot: usize,
+) -> Option<&'static str> {
+    let Transport::Tls(tls) = std::mem::replace(&mut conn.transport, Transport::Away) else {
+        return None;
+    };
+    conn.read_paused = true;
+    let id = ConnId {
+        slot,
+        generation: conn.generation,
+    };
+    match handshakes.try_send(HandshakeJob { conn: id, tls }) {
+        Ok(()) => None,
+        Err(_) => {
+            log::error!("handshake threads unavailable; closing {}", conn.peer);
+            Some("handshake threads unavailable")
         }
     }
 }

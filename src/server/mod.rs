@@ -75,6 +75,12 @@ impl From<std::io::Error> for ServerError {
     }
 }
 
+/// Loads the certificate and key as the server would at start, so
+/// `check-config` can report a bad file before a restart finds it.
+pub fn check_tls(files: &crate::config::TlsFiles) -> Result<(), TlsError> {
+    tls::TlsAcceptor::load(files).map(drop)
+}
+
 /// Runs the server until SIGTERM or SIGINT; SIGHUP reloads the TLS
 /// certificate and key. `on_ready` is called with the bound addresses once
 /// every listener is up (the demo prints how to connect).
