@@ -113,6 +113,10 @@ pub struct Limits {
     /// Command lines read ahead of the one being handled (pipelining); when
     /// full the server stops reading from that client.
     pub max_pipelined_lines: usize,
+    /// Seconds a client may take to finish the TLS handshake (implicit TLS
+    /// or after STLS), so half-open handshakes cannot hold connections and
+    /// their buffers for the whole login timeout.
+    pub tls_handshake_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -124,6 +128,7 @@ impl Default for Limits {
             login_timeout_secs: 60,
             auth_failure_delay_ms: 2000,
             max_pipelined_lines: 128,
+            tls_handshake_timeout_secs: 10,
         }
     }
 }
@@ -502,6 +507,14 @@ fn semantic_findings(config: &Config) -> Vec<Finding> {
             "login_timeout_secs is 0: every client would be disconnected before it could log in"
                 .to_string(),
             "1 or more (the default is 60)",
+        ));
+    }
+    if limits.tls_handshake_timeout_secs == 0 {
+        found.push(Finding::new(
+            &["limits.tls_handshake_timeout_secs", "limits"],
+            "tls_handshake_timeout_secs is 0: every TLS handshake would time out before it started"
+                .to_string(),
+            "1 or more (the default is 10)",
         ));
     }
     if limits.max_pipelined_lines == 0 {
@@ -944,7 +957,7 @@ mod tests {
         let table: &[(&str, &str)] = &[
             (
                 "    limits: (idle_timeout: 900),\n)",
-                "pop3d.ron:4:14: unknown key `idle_timeout` in limits (expected one of: max_connections, max_per_ip, idle_timeout_secs, login_timeout_secs, auth_failure_delay_ms, max_pipelined_lines)",
+                "pop3d.ron:4:14: unknown key `idle_timeout` in limits (expected one of: max_connections, max_per_ip, idle_timeout_secs, login_timeout_secs, auth_failure_delay_ms, max_pipelined_lines, tls_handshake_timeout_secs)",
             ),
             (
                 "    bogus: 1,\n)",
@@ -1025,6 +1038,10 @@ mod tests {
             (
                 "    limits: (max_pipelined_lines: 0),\n)",
                 "pop3d.ron:4:14: max_pipelined_lines is 0: not even the command being handled would fit (expected 1 or more (the default is 128))",
+            ),
+            (
+                "    limits: (tls_handshake_timeout_secs: 0),\n)",
+                "pop3d.ron:4:14: tls_handshake_timeout_secs is 0: every TLS handshake would time out before it started (expected 1 or more (the default is 10))",
             ),
             (
                 // max_per_ip keeps its default of 100: point at what was written.

@@ -206,6 +206,9 @@ where
             Peer {
                 addr: remote,
                 plaintext_auth_allowed,
+                // inetd mode has no TLS layer: STLS is never offered.
+                tls: false,
+                stls_available: false,
             },
             id,
         ),
@@ -329,6 +332,10 @@ impl<W: Write> Driver<W> {
                     self.flush()?;
                     return Err(Ending::Closed);
                 }
+                // The session only asks for TLS where STLS was offered, and
+                // it never is here; should it ask anyway, refusing the
+                // upgrade silently would desynchronise the client: close.
+                Directive::StartTls => return Err(Ending::Closed),
             }
         }
     }
