@@ -393,6 +393,7 @@ mod tests {
         login_timeout_secs: 60,
         auth_failure_delay_ms: 2000,
         max_pipelined_lines: 128,
+        tls_handshake_timeout_secs: 10,
     ),
     auth: (
         plugin: "passwd-file",
