@@ -3,7 +3,7 @@
 //! ```ron
 //! (
 //!     path: "/var/mail/%u",           // %u user, %n local part, %d domain, ~ home, %% a %
-//!     variant: "mboxrd",              // or "mboxo"
+//!     variant: "mboxo",               // or "mboxrd"
 //!     read_locks: ["fcntl"],          // taken while indexing and reading
 //!     write_locks: ["dotlock", "fcntl"], // taken while rewriting
 //!     lock_timeout_secs: 5,           // then the maildrop is IN-USE
@@ -65,8 +65,12 @@ struct RawConfig {
 fn default_path() -> String {
     "/var/mail/%u".into()
 }
+/// mboxo, because that is what Debian's delivery agents write: procmail
+/// (seen by experiment), Postfix's local and Exim's appendfile quote only
+/// `From ` lines. Reading their files as mboxrd would strip the `>` of
+/// lines that were `>From ` in the original message.
 fn default_variant() -> String {
-    "mboxrd".into()
+    "mboxo".into()
 }
 fn default_read_locks() -> Vec<String> {
     vec!["fcntl".into()]
@@ -417,7 +421,7 @@ mod tests {
     #[test]
     fn defaults() {
         let config = Config::parse("()").unwrap();
-        assert_eq!(config.variant, Variant::Mboxrd);
+        assert_eq!(config.variant, Variant::Mboxo);
         assert_eq!(config.read_locks, vec![LockKind::Fcntl]);
         assert_eq!(config.write_locks, vec![LockKind::Dotlock, LockKind::Fcntl]);
         assert_eq!(config.lock_timeout, Duration::from_secs(5));
@@ -433,12 +437,12 @@ mod tests {
     #[test]
     fn full_config() {
         let config = Config::parse(
-            r#"(path: "~/mail/%d/%n%%", variant: "mboxo", read_locks: [], write_locks: ["fcntl", "dotlock"],
+            r#"(path: "~/mail/%d/%n%%", variant: "mboxrd", read_locks: [], write_locks: ["fcntl", "dotlock"],
                 lock_timeout_secs: 0, stale_dotlock_secs: 60, index_dir: Some("/var/lib/pop3d/%d"),
                 honour_x_uidl: false)"#,
         )
         .unwrap();
-        assert_eq!(config.variant, Variant::Mboxo);
+        assert_eq!(config.variant, Variant::Mboxrd);
         assert!(config.read_locks.is_empty());
         assert_eq!(config.write_locks, vec![LockKind::Fcntl, LockKind::Dotlock]);
         let files = config.files_for(&user("bob@example.org")).unwrap();

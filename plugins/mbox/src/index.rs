@@ -152,7 +152,7 @@ pub fn refresh(
     }
     let mut snapshot = Snapshot::empty(current);
     let mut ids = UidAllocator::new();
-    scan_into(file, path, 0, &mut snapshot, &mut ids, settings)?;
+    scan_into(file, path, 0, None, &mut snapshot, &mut ids, settings)?;
     snapshot.tail = read_tail(file, current.size)?;
     Ok((snapshot, true))
 }
@@ -180,21 +180,38 @@ fn try_extend(
     let mut grown = stored.clone();
     grown.identity = current;
     grown.entries.pop();
-    grown.listing.pop();
+    let Some(last_info) = grown.listing.pop() else {
+        return Ok(None);
+    };
     let mut ids = UidAllocator::new();
     for info in &grown.listing {
         ids.reserve(&info.uid);
     }
-    scan_into(file, path, last.from_offset, &mut grown, &mut ids, settings)?;
+    // The last message is scanned again (text appended to it belongs to
+    // it) but keeps its id, even if a header section it never finished
+    // now has more lines.
+    ids.reserve(&last_info.uid);
+    let keep = Some((last.from_offset, last_info.uid));
+    scan_into(
+        file,
+        path,
+        last.from_offset,
+        keep,
+        &mut grown,
+        &mut ids,
+        settings,
+    )?;
     grown.tail = read_tail(file, current.size)?;
     Ok(Some(grown))
 }
 
 /// Scans `file[start..snapshot.identity.size)` and appends its messages.
+/// `keep` is a message offset whose id is already decided.
 fn scan_into(
     file: &File,
     path: &Path,
     start: u64,
+    mut keep: Option<(u64, String)>,
     snapshot: &mut Snapshot,
     ids: &mut UidAllocator,
     settings: IndexSettings,
@@ -205,8 +222,14 @@ fn scan_into(
         snapshot.identity.size,
         settings.variant,
         |message: ScannedMessage| {
-            let x_uidl = message.x_uidl.as_deref().filter(|_| settings.honour_x_uidl);
-            let uid = ids.assign(x_uidl, &message.popa3d_uidl);
+            let uid = match keep.take() {
+                Some((offset, uid)) if offset == message.from_offset => uid,
+                other => {
+                    keep = other;
+                    let x_uidl = message.x_uidl.as_deref().filter(|_| settings.honour_x_uidl);
+                    ids.assign(x_uidl, &message.popa3d_uidl)
+                }
+            };
             snapshot.entries.push(Entry {
                 from_offset: message.from_offset,
                 content_start: message.content_start,

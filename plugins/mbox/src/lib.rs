@@ -52,6 +52,9 @@ pub mod scan;
 pub mod uidl;
 pub mod wire;
 
+#[cfg(test)]
+mod test_support;
+
 use config::Config;
 use maildrop::MboxMaildrop;
 use pop3d_plugin_api::{export_store_plugin, Error, StorePlugin, UserInfo};

@@ -217,9 +217,10 @@ fn try_fcntl(file: &File, access: Access) -> Result<bool, Error> {
 pub struct DotLock {
     /// `<mbox>.lock`.
     path: PathBuf,
-    /// Device and inode of our lock file, so we never remove a lock that
-    /// replaced ours after ours was broken.
-    identity: (u64, u64),
+    /// Device, inode and change time of our lock file, so we never remove
+    /// a lock that replaced ours after ours was broken (the inode number
+    /// alone may be reused at once).
+    identity: LockIdentity,
     /// When we last touched it.
     touched: Instant,
 }
@@ -260,12 +261,24 @@ impl DotLock {
             return;
         }
         self.touched = Instant::now();
+        match fs::symlink_metadata(&self.path) {
+            Ok(metadata) if LockIdentity::of(&metadata) == self.identity => {}
+            _ => {
+                log_warn!("mbox: our dotlock {} was taken away", self.path.display());
+                return;
+            }
+        }
         let touched = OpenOptions::new()
             .write(true)
             .open(&self.path)
-            .and_then(|file| file.set_modified(SystemTime::now()));
-        if let Err(e) = touched {
-            log_warn!("mbox: cannot touch dotlock {}: {e}", self.path.display());
+            .and_then(|file| {
+                file.set_modified(SystemTime::now())?;
+                file.metadata()
+            });
+        match touched {
+            // Touching changed the change time we recognise the lock by.
+            Ok(metadata) => self.identity = LockIdentity::of(&metadata),
+            Err(e) => log_warn!("mbox: cannot touch dotlock {}: {e}", self.path.display()),
         }
     }
 }
@@ -273,7 +286,7 @@ impl DotLock {
 impl Drop for DotLock {
     fn drop(&mut self) {
         match fs::symlink_metadata(&self.path) {
-            Ok(metadata) if (metadata.dev(), metadata.ino()) == self.identity => {
+            Ok(metadata) if LockIdentity::of(&metadata) == self.identity => {
                 if let Err(e) = fs::remove_file(&self.path) {
                     log_warn!("mbox: cannot remove dotlock {}: {e}", self.path.display());
                 }
@@ -287,9 +300,30 @@ impl Drop for DotLock {
     }
 }
 
+/// What tells our dotlock from one made after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LockIdentity {
+    /// Device.
+    dev: u64,
+    /// Inode number.
+    ino: u64,
+    /// Change time, seconds and nanoseconds.
+    ctime: (i64, i64),
+}
+
+impl LockIdentity {
+    fn of(metadata: &fs::Metadata) -> LockIdentity {
+        LockIdentity {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            ctime: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+}
+
 /// Creates `path` the liblockfile way. `Ok(None)` if it already exists;
-/// otherwise the device and inode of the new lock.
-fn create_linked(path: &Path) -> Result<Option<(u64, u64)>, Error> {
+/// otherwise the identity of the new lock.
+fn create_linked(path: &Path) -> Result<Option<LockIdentity>, Error> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
         .file_name()
@@ -320,20 +354,26 @@ fn create_linked(path: &Path) -> Result<Option<(u64, u64)>, Error> {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             // NFS may report failure for a link that was made.
-            return Ok(match temp_metadata {
-                Ok(metadata) if metadata.nlink() == 2 => Some((metadata.dev(), metadata.ino())),
-                _ => None,
-            });
+            if !matches!(&temp_metadata, Ok(metadata) if metadata.nlink() == 2) {
+                return Ok(None);
+            }
         }
         Err(_) => return create_exclusive(path),
     }
-    let metadata = temp_metadata.map_err(|e| dotlock_error(path, e))?;
-    Ok(Some((metadata.dev(), metadata.ino())))
+    // Removing the unique name changed the lock's change time: ask again.
+    let metadata = fs::symlink_metadata(path).map_err(|e| dotlock_error(path, e))?;
+    match temp_metadata {
+        Ok(temp) if (temp.dev(), temp.ino()) == (metadata.dev(), metadata.ino()) => {
+            Ok(Some(LockIdentity::of(&metadata)))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => Err(dotlock_error(path, e)),
+    }
 }
 
 /// `O_CREAT|O_EXCL` on the lock name itself, for file systems without
 /// hard links.
-fn create_exclusive(path: &Path) -> Result<Option<(u64, u64)>, Error> {
+fn create_exclusive(path: &Path) -> Result<Option<LockIdentity>, Error> {
     match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -341,12 +381,12 @@ fn create_exclusive(path: &Path) -> Result<Option<(u64, u64)>, Error> {
         .open(path)
     {
         Ok(mut file) => {
-            let metadata = file.metadata().map_err(|e| dotlock_error(path, e))?;
             if let Err(e) = writeln!(file, "{}", std::process::id()) {
                 let _ = fs::remove_file(path);
                 return Err(dotlock_error(path, e));
             }
-            Ok(Some((metadata.dev(), metadata.ino())))
+            let metadata = file.metadata().map_err(|e| dotlock_error(path, e))?;
+            Ok(Some(LockIdentity::of(&metadata)))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
         Err(e) => Err(dotlock_error(path, e)),

@@ -398,3 +398,273 @@ impl Fnv64 {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quote::unquote_all;
+    use crate::test_support::{transmitted, TempDir};
+
+    /// Scans `data` as a file; the messages as the reader returns them.
+    fn split(data: &[u8], variant: Variant) -> Result<Vec<(Vec<u8>, ScannedMessage)>, u64> {
+        let dir = TempDir::new("scan");
+        let path = dir.path().join("mbox");
+        std::fs::write(&path, data).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut messages = Vec::new();
+        match scan(&file, 0, data.len() as u64, variant, |m| messages.push(m)) {
+            Ok(()) => {}
+            Err(ScanError::NotAnMbox { offset }) => return Err(offset),
+            Err(ScanError::Io(e)) => panic!("{e}"),
+        }
+        Ok(messages
+            .into_iter()
+            .map(|m| {
+                let raw = &data[m.content_start as usize..m.content_end as usize];
+                (unquote_all(variant, raw), m)
+            })
+            .collect())
+    }
+
+    #[test]
+    fn parsing_table() {
+        use Variant::{Mboxo, Mboxrd};
+        type Case = (
+            &'static str,
+            Variant,
+            &'static [u8],
+            &'static [&'static [u8]],
+        );
+        let cases: &[Case] = &[
+            (
+                "two messages",
+                Mboxrd,
+                b"From a Mon Jan  1 00:00:00 2024\nSubject: 1\n\nbody 1\n\nFrom b Mon Jan  1 00:00:01 2024\nSubject: 2\n\nbody 2\n\n",
+                &[b"Subject: 1\n\nbody 1\n", b"Subject: 2\n\nbody 2\n"],
+            ),
+            (
+                "missing final blank line",
+                Mboxrd,
+                b"From a\nS: 1\n\nx\n\nFrom b\nS: 2\n\ny\n",
+                &[b"S: 1\n\nx\n", b"S: 2\n\ny\n"],
+            ),
+            (
+                "last line without LF",
+                Mboxrd,
+                b"From a\nS: 1\n\nx",
+                &[b"S: 1\n\nx"],
+            ),
+            (
+                "From inside a body, not after an empty line",
+                Mboxrd,
+                b"From a\nS: 1\n\nline\nFrom here on\n\nFrom b\nS: 2\n\n",
+                &[b"S: 1\n\nline\nFrom here on\n", b"S: 2\n"],
+            ),
+            (
+                "quoted From unquoted by mboxrd",
+                Mboxrd,
+                b"From a\nS: 1\n\n>From x\n>>From y\n>Fromage\n\n",
+                &[b"S: 1\n\nFrom x\n>From y\n>Fromage\n"],
+            ),
+            (
+                "quoted From kept by mboxo",
+                Mboxo,
+                b"From a\nS: 1\n\n>From x\n>>From y\n\n",
+                &[b"S: 1\n\n>From x\n>>From y\n"],
+            ),
+            (
+                "quoted From after an empty line does not separate",
+                Mboxrd,
+                b"From a\nS: 1\n\n>From x\n\n",
+                &[b"S: 1\n\nFrom x\n"],
+            ),
+            (
+                "CRLF file",
+                Mboxrd,
+                b"From a\r\nS: 1\r\n\r\nbody\r\n>From q\r\n\r\nFrom b\r\nS: 2\r\n\r\nbody 2\r\n\r\n",
+                &[b"S: 1\r\n\r\nbody\r\nFrom q\r\n", b"S: 2\r\n\r\nbody 2\r\n"],
+            ),
+            (
+                "lying Content-Length, too short and too long",
+                Mboxrd,
+                b"From a\nContent-Length: 2\n\nlonger than two\n\nFrom b\nContent-Length: 9999\n\nshort\n\nFrom c\n\n",
+                &[
+                    b"Content-Length: 2\n\nlonger than two\n",
+                    b"Content-Length: 9999\n\nshort\n",
+                    b"",
+                ],
+            ),
+            ("empty file", Mboxrd, b"", &[]),
+            ("only empty lines", Mboxrd, b"\n\r\n\n", &[]),
+            (
+                "empty lines before the first message",
+                Mboxrd,
+                b"\n\nFrom a\nS: 1\n\n",
+                &[b"S: 1\n"],
+            ),
+            (
+                "several trailing empty lines keep all but one",
+                Mboxrd,
+                b"From a\nS: 1\n\nx\n\n\n\n",
+                &[b"S: 1\n\nx\n\n\n"],
+            ),
+            (
+                "separator line at the very end without LF",
+                Mboxrd,
+                b"From a\nS: 1\n\nFrom b",
+                &[b"S: 1\n", b""],
+            ),
+            (
+                "message that is only a separator",
+                Mboxrd,
+                b"From a\n\nFrom b\nS: 2\n\n",
+                &[b"", b"S: 2\n"],
+            ),
+            (
+                "lone CR is not a line end",
+                Mboxrd,
+                b"From a\nS: 1\r\rFrom x\n\n",
+                &[b"S: 1\r\rFrom x\n"],
+            ),
+        ];
+        for (name, variant, data, expected) in cases {
+            let messages = split(data, *variant)
+                .unwrap_or_else(|offset| panic!("{name}: not an mbox at {offset}"));
+            let contents: Vec<&[u8]> = messages.iter().map(|(c, _)| c.as_slice()).collect();
+            assert_eq!(&contents, expected, "{name}");
+            for (content, message) in &messages {
+                assert_eq!(
+                    message.wire_size,
+                    transmitted(content).len() as u64,
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn text_before_the_first_separator_is_not_an_mbox() {
+        assert_eq!(
+            split(b"Subject: no separator\n\nbody\n", Variant::Mboxrd).unwrap_err(),
+            0
+        );
+        assert_eq!(
+            split(b"\n\nhello\nFrom a\n", Variant::Mboxrd).unwrap_err(),
+            2
+        );
+        // "From " must start the line exactly.
+        assert_eq!(split(b" From a\n", Variant::Mboxrd).unwrap_err(), 0);
+        assert_eq!(split(b"from a\n", Variant::Mboxrd).unwrap_err(), 0);
+    }
+
+    #[test]
+    fn x_uidl_and_popa3d_id_come_from_the_header_section_only() {
+        let data = b"From a\nX-UIDL: abc\nDate: X\n\nX-UIDL: body\nDate: Y\n\nFrom b\nSubject: s\n\nX-UIDL: late\n";
+        let messages = split(data, Variant::Mboxrd).unwrap();
+        assert_eq!(messages[0].1.x_uidl.as_deref(), Some("abc"));
+        assert_eq!(messages[0].1.popa3d_uidl, "c7eaac4d3400c62f");
+        assert_eq!(messages[1].1.x_uidl, None);
+        assert_eq!(messages[1].1.popa3d_uidl, "d98c1dd404b2008f");
+    }
+
+    #[test]
+    fn an_overlong_x_uidl_line_is_ignored() {
+        let mut data = b"From a\nX-UIDL: ".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 300));
+        data.extend_from_slice(b"\n\nbody\n");
+        let messages = split(&data, Variant::Mboxrd).unwrap();
+        assert_eq!(messages[0].1.x_uidl, None);
+    }
+
+    /// The splitting rule restated over whole lines in memory.
+    fn reference(data: &[u8]) -> Vec<(usize, usize, usize)> {
+        let mut messages = Vec::new();
+        let mut current: Option<(usize, usize)> = None;
+        let mut pending_blank: Option<usize> = None;
+        let mut offset = 0;
+        for line in data.split_inclusive(|&b| b == b'\n') {
+            let blank = line == b"\n" || line == b"\r\n";
+            if line.starts_with(b"From ") && (offset == 0 || pending_blank.is_some()) {
+                if let Some((from, start)) = current.take() {
+                    messages.push((from, start, pending_blank.unwrap_or(offset)));
+                }
+                current = Some((offset, offset + line.len()));
+                pending_blank = None;
+            } else if blank {
+                pending_blank = Some(offset);
+            } else {
+                pending_blank = None;
+            }
+            offset += line.len();
+        }
+        if let Some((from, start)) = current {
+            messages.push((from, start, pending_blank.unwrap_or(data.len()).max(start)));
+        }
+        messages
+    }
+
+    /// Random files around the 64 KiB chunk size, compared with the
+    /// in-memory statement of the rule: chunk boundaries must not matter.
+    #[test]
+    fn chunk_boundaries_do_not_change_the_split() {
+        let pieces: &[&[u8]] = &[
+            b"From x\n",
+            b"From y\r\n",
+            b"\n",
+            b"\r\n",
+            b">From q\n",
+            b">>From r\r\n",
+            b"Subject: s\n",
+            b"\r",
+            b"F",
+            b"rom ",
+            b"abc",
+            b"X-UIDL: u\n",
+            b">",
+            b"Date: d\n",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..40 {
+            let mut data = b"From first\n".to_vec();
+            let target = CHUNK_LEN - 200
+                + (next() % 400) as usize
+                + if round % 2 == 0 { 0 } else { CHUNK_LEN };
+            while data.len() < target {
+                let piece = pieces[(next() % pieces.len() as u64) as usize];
+                if next() % 50 == 0 {
+                    let filler = (next() % 3000) as usize;
+                    data.extend(std::iter::repeat_n(b'z', filler));
+                }
+                data.extend_from_slice(piece);
+            }
+            let expected = reference(&data);
+            for variant in [Variant::Mboxrd, Variant::Mboxo] {
+                let messages = split(&data, variant).unwrap();
+                let got: Vec<(usize, usize, usize)> = messages
+                    .iter()
+                    .map(|(_, m)| {
+                        (
+                            m.from_offset as usize,
+                            m.content_start as usize,
+                            m.content_end as usize,
+                        )
+                    })
+                    .collect();
+                assert_eq!(got, expected, "round {round}");
+                for (content, message) in &messages {
+                    assert_eq!(
+                        message.wire_size,
+                        transmitted(content).len() as u64,
+                        "round {round}"
+                    );
+                }
+            }
+        }
+    }
+}
