@@ -244,7 +244,7 @@ fn parse_locks(key: &str, names: &[String]) -> Result<Vec<LockKind>, Error> {
 
 /// One piece of a path template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
+enum Segment {
     /// Text copied as is.
     Literal(String),
     /// `%u`: the whole user name.
@@ -262,7 +262,7 @@ enum Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplate {
     /// The template split into text and variables, in order.
-    parts: Vec<Part>,
+    parts: Vec<Segment>,
 }
 
 impl PathTemplate {
@@ -275,7 +275,7 @@ impl PathTemplate {
                     "{key} {text:?}: ~user is not supported; use ~/ (the user's home) or %u"
                 )));
             }
-            parts.push(Part::Home);
+            parts.push(Segment::Home);
             after
         } else if text.starts_with('/') {
             text
@@ -296,9 +296,9 @@ impl PathTemplate {
                     literal.push('%');
                     continue;
                 }
-                Some('u') => Part::User,
-                Some('n') => Part::LocalPart,
-                Some('d') => Part::Domain,
+                Some('u') => Segment::User,
+                Some('n') => Segment::LocalPart,
+                Some('d') => Segment::Domain,
                 Some(other) => {
                     return Err(config_error(format!(
                         "{key} {text:?} has %{other}; the variables are %u, %n, %d and %%"
@@ -311,12 +311,12 @@ impl PathTemplate {
                 }
             };
             if !literal.is_empty() {
-                parts.push(Part::Literal(std::mem::take(&mut literal)));
+                parts.push(Segment::Literal(std::mem::take(&mut literal)));
             }
             parts.push(part);
         }
         if !literal.is_empty() {
-            parts.push(Part::Literal(literal));
+            parts.push(Segment::Literal(literal));
         }
         Ok(PathTemplate { parts })
     }
@@ -325,7 +325,7 @@ impl PathTemplate {
     fn is_per_user(&self) -> bool {
         self.parts
             .iter()
-            .any(|part| matches!(part, Part::User | Part::LocalPart | Part::Home))
+            .any(|part| matches!(part, Segment::User | Segment::LocalPart | Segment::Home))
     }
 
     /// The path for `user`, whose name was already checked.
@@ -335,11 +335,13 @@ impl PathTemplate {
         let mut path = String::new();
         for part in &self.parts {
             match part {
-                Part::Literal(text) => path.push_str(text),
-                Part::User => path.push_str(name),
-                Part::LocalPart => path.push_str(name_part(name, local_part, "%n", "local part")?),
-                Part::Domain => path.push_str(name_part(name, domain, "%d", "domain")?),
-                Part::Home => {
+                Segment::Literal(text) => path.push_str(text),
+                Segment::User => path.push_str(name),
+                Segment::LocalPart => {
+                    path.push_str(name_part(name, local_part, "%n", "local part")?)
+                }
+                Segment::Domain => path.push_str(name_part(name, domain, "%d", "domain")?),
+                Segment::Home => {
                     let home = user.home.as_deref().unwrap_or("");
                     if !home.starts_with('/') {
                         return Err(Error::PermFail(format!(

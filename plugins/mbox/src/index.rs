@@ -34,7 +34,7 @@ use crate::uidl::{is_valid_uidl, UidAllocator};
 use pop3d_plugin_api::{log_debug, Error, MessageInfo};
 use std::collections::HashSet;
 use std::fs::{File, Metadata};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
@@ -135,18 +135,19 @@ pub fn refresh(
     stored: Option<Snapshot>,
     settings: IndexSettings,
 ) -> Result<(Snapshot, bool), Error> {
-    if let Some(stored) = stored {
+    if let Some(mut stored) = stored {
         if stored.identity == current {
             return Ok((stored, false));
         }
-        if let Some(grown) = try_extend(file, path, current, &stored, settings)? {
+        if only_grew(file, path, current, &stored)? {
             log_debug!(
-                "mbox: {} grew from {} to {} bytes; indexed the new part",
+                "mbox: {} grew from {} to {} bytes; indexing the new part",
                 path.display(),
                 stored.identity.size,
                 current.size
             );
-            return Ok((grown, true));
+            extend(file, path, current, &mut stored, settings)?;
+            return Ok((stored, true));
         }
         log_debug!("mbox: {} changed; indexing it again", path.display());
     }
@@ -157,34 +158,38 @@ pub fn refresh(
     Ok((snapshot, true))
 }
 
-/// The append-only case of [`refresh`]: `None` if it does not apply.
-fn try_extend(
+/// Whether the file is `stored`'s file with bytes appended and nothing
+/// else changed, as far as cheap checks can tell.
+fn only_grew(
     file: &File,
     path: &Path,
     current: Identity,
     stored: &Snapshot,
-    settings: IndexSettings,
-) -> Result<Option<Snapshot>, Error> {
-    let old_end = stored.identity.size;
+) -> Result<bool, Error> {
     let Some(last) = stored.entries.last() else {
-        return Ok(None);
+        return Ok(false);
     };
-    if !stored.identity.same_file(&current) || current.size <= old_end {
-        return Ok(None);
+    if !stored.identity.same_file(&current) || current.size <= stored.identity.size {
+        return Ok(false);
     }
-    if read_tail(file, old_end)? != stored.tail
-        || !separator_matches(file, last).map_err(|e| io_error(path, e))?
-    {
-        return Ok(None);
-    }
-    let mut grown = stored.clone();
-    grown.identity = current;
-    grown.entries.pop();
-    let Some(last_info) = grown.listing.pop() else {
-        return Ok(None);
+    Ok(read_tail(file, stored.identity.size)? == stored.tail
+        && separator_matches(file, last).map_err(|e| io_error(path, e))?)
+}
+
+/// Indexes what was appended to `snapshot`'s file, now `current`.
+fn extend(
+    file: &File,
+    path: &Path,
+    current: Identity,
+    snapshot: &mut Snapshot,
+    settings: IndexSettings,
+) -> Result<(), Error> {
+    let (Some(last), Some(last_info)) = (snapshot.entries.pop(), snapshot.listing.pop()) else {
+        return Ok(());
     };
+    snapshot.identity = current;
     let mut ids = UidAllocator::new();
-    for info in &grown.listing {
+    for info in &snapshot.listing {
         ids.reserve(&info.uid);
     }
     // The last message is scanned again (text appended to it belongs to
@@ -197,12 +202,12 @@ fn try_extend(
         path,
         last.from_offset,
         keep,
-        &mut grown,
+        snapshot,
         &mut ids,
         settings,
     )?;
-    grown.tail = read_tail(file, current.size)?;
-    Ok(Some(grown))
+    snapshot.tail = read_tail(file, current.size)?;
+    Ok(())
 }
 
 /// Scans `file[start..snapshot.identity.size)` and appends its messages.
@@ -291,107 +296,139 @@ pub fn separator_matches(file: &File, entry: &Entry) -> io::Result<bool> {
     Ok(hash.finish() == entry.from_line_hash)
 }
 
+/// The largest index file read: 100 bytes per message would allow ten
+/// million messages. A bigger file is damage, not an index.
+const MAX_INDEX_LEN: u64 = 1 << 30;
+
 /// Reads the index from `file`; `None` (and a debug log line) if it is
 /// empty, damaged, or made with other settings.
+///
+/// The file is read whole: it is about as large as the listing built from
+/// it, which the maildrop holds anyway, and parsing a slice is several
+/// times faster than many small reads.
 pub fn load(file: &File, settings: IndexSettings) -> Option<Snapshot> {
     let length = file.metadata().ok()?.len();
-    if length == 0 {
+    if length == 0 || length > MAX_INDEX_LEN {
         return None;
     }
-    let mut reader = IndexReader {
-        inner: BufReader::with_capacity(scan::CHUNK_LEN, file),
-        hash: Fnv64::new(),
-    };
-    if (&*file).seek(SeekFrom::Start(0)).is_err() {
+    let mut bytes = vec![0u8; length as usize];
+    if let Err(e) = file.read_exact_at(&mut bytes, 0) {
+        log_debug!("mbox: index unreadable ({e}); indexing again");
         return None;
     }
-    match read_snapshot(&mut reader, settings, length) {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            log_debug!("mbox: index unreadable ({e}); indexing again");
-            None
-        }
+    let parsed = parse(&bytes, settings);
+    if parsed.is_none() {
+        log_debug!("mbox: index damaged or made with other settings; indexing again");
     }
+    parsed
 }
 
-fn read_snapshot(
-    reader: &mut IndexReader<'_>,
-    settings: IndexSettings,
-    length: u64,
-) -> io::Result<Option<Snapshot>> {
-    let mut magic = [0u8; 8];
-    reader.read_exact(&mut magic)?;
-    if &magic != MAGIC || reader.u32()? != VERSION {
-        return Ok(None);
+/// Parses an index file's bytes; `None` if anything is wrong with them.
+fn parse(bytes: &[u8], settings: IndexSettings) -> Option<Snapshot> {
+    let (body, checksum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
+    let mut hash = Fnv64::new();
+    hash.update(body);
+    if hash.finish().to_le_bytes() != checksum {
+        return None;
     }
-    let variant = reader.u8()?;
-    let honour = reader.u8()?;
-    if variant != variant_code(settings.variant) || honour != u8::from(settings.honour_x_uidl) {
-        return Ok(None);
+    let mut cursor = Cursor { rest: body };
+    if cursor.take(MAGIC.len())? != MAGIC || cursor.u32()? != VERSION {
+        return None;
+    }
+    if cursor.u8()? != variant_code(settings.variant)
+        || cursor.u8()? != u8::from(settings.honour_x_uidl)
+    {
+        return None;
     }
     let identity = Identity {
-        dev: reader.u64()?,
-        ino: reader.u64()?,
-        size: reader.u64()?,
-        mtime_sec: reader.u64()? as i64,
-        mtime_nsec: reader.u64()? as i64,
+        dev: cursor.u64()?,
+        ino: cursor.u64()?,
+        size: cursor.u64()?,
+        mtime_sec: cursor.u64()? as i64,
+        mtime_nsec: cursor.u64()? as i64,
     };
-    let tail_len = reader.u8()? as u64;
+    let tail_len = u64::from(cursor.u8()?);
     if tail_len > TAIL_LEN || tail_len > identity.size {
-        return Ok(None);
+        return None;
     }
-    let mut tail = vec![0u8; tail_len as usize];
-    reader.read_exact(&mut tail)?;
-    let count = reader.u64()?;
-    // Each record takes at least 42 bytes: a count the file cannot hold
-    // is damage, and must not size an allocation.
-    if count > length / 42 {
-        return Ok(None);
+    let tail = cursor.take(tail_len as usize)?.to_vec();
+    let count = cursor.u64()?;
+    // Each record takes at least 42 bytes: a count the file cannot hold is
+    // damage, and must not size an allocation.
+    if count > (cursor.rest.len() / 42) as u64 {
+        return None;
     }
     let mut entries = Vec::with_capacity(count as usize);
-    let mut listing = Vec::with_capacity(count as usize);
-    let mut seen = HashSet::with_capacity(count as usize);
+    let mut uids: Vec<&str> = Vec::with_capacity(count as usize);
     let mut previous_end = 0u64;
     for _ in 0..count {
         let entry = Entry {
-            from_offset: reader.u64()?,
-            content_start: reader.u64()?,
-            content_end: reader.u64()?,
-            wire_size: reader.u64()?,
-            from_line_hash: reader.u64()?,
+            from_offset: cursor.u64()?,
+            content_start: cursor.u64()?,
+            content_end: cursor.u64()?,
+            wire_size: cursor.u64()?,
+            from_line_hash: cursor.u64()?,
         };
-        let uid_len = reader.u8()? as usize;
-        let mut uid = vec![0u8; uid_len];
-        reader.read_exact(&mut uid)?;
-        let Ok(uid) = String::from_utf8(uid) else {
-            return Ok(None);
-        };
+        let uid_len = cursor.u8()? as usize;
+        let uid = std::str::from_utf8(cursor.take(uid_len)?).ok()?;
         let in_order = previous_end <= entry.from_offset
             && entry.from_offset < entry.content_start
             && entry.content_start <= entry.content_end
             && entry.content_end <= identity.size;
-        if !in_order || !is_valid_uidl(&uid) || !seen.insert(uid.clone()) {
-            return Ok(None);
+        if !in_order || !is_valid_uidl(uid) {
+            return None;
         }
         previous_end = entry.content_end;
-        listing.push(MessageInfo {
-            wire_size: entry.wire_size,
-            uid,
-        });
         entries.push(entry);
+        uids.push(uid);
     }
-    let expected = reader.hash.finish();
-    let mut stored = [0u8; 8];
-    reader.inner.read_exact(&mut stored)?;
-    if u64::from_le_bytes(stored) != expected {
-        return Ok(None);
+    if !cursor.rest.is_empty() {
+        return None;
     }
-    Ok(Some(Snapshot {
+    let mut seen = HashSet::with_capacity(uids.len());
+    if !uids.iter().all(|uid| seen.insert(*uid)) {
+        return None;
+    }
+    let listing = entries
+        .iter()
+        .zip(uids)
+        .map(|(entry, uid)| MessageInfo {
+            wire_size: entry.wire_size,
+            uid: uid.to_owned(),
+        })
+        .collect();
+    Some(Snapshot {
         identity,
         tail,
         entries,
         listing,
-    }))
+    })
+}
+
+/// Reads little-endian fields off the front of a slice.
+struct Cursor<'a> {
+    /// What is left to read.
+    rest: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = self.rest.split_at_checked(len)?;
+        self.rest = rest;
+        Some(taken)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
 }
 
 /// Writes `snapshot` over the index in `file`.
@@ -443,40 +480,6 @@ fn variant_code(variant: Variant) -> u8 {
     match variant {
         Variant::Mboxrd => 1,
         Variant::Mboxo => 2,
-    }
-}
-
-/// Reads the index while hashing what it read.
-struct IndexReader<'a> {
-    /// The index file.
-    inner: BufReader<&'a File>,
-    /// Checksum of everything read so far.
-    hash: Fnv64,
-}
-
-impl IndexReader<'_> {
-    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_exact(buf)?;
-        self.hash.update(buf);
-        Ok(())
-    }
-
-    fn u8(&mut self) -> io::Result<u8> {
-        let mut bytes = [0u8; 1];
-        self.read_exact(&mut bytes)?;
-        Ok(bytes[0])
-    }
-
-    fn u32(&mut self) -> io::Result<u32> {
-        let mut bytes = [0u8; 4];
-        self.read_exact(&mut bytes)?;
-        Ok(u32::from_le_bytes(bytes))
-    }
-
-    fn u64(&mut self) -> io::Result<u64> {
-        let mut bytes = [0u8; 8];
-        self.read_exact(&mut bytes)?;
-        Ok(u64::from_le_bytes(bytes))
     }
 }
 

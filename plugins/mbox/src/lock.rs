@@ -160,6 +160,9 @@ pub fn acquire<'a>(
                     match DotLock::try_create(policy.dotlock_path, policy.stale_after)? {
                         Some(dotlock) => {
                             held.dotlock = Some(dotlock);
+                            if access == Access::Write {
+                                remove_abandoned_link_files(policy.dotlock_path);
+                            }
                             true
                         }
                         None => false,
@@ -371,6 +374,45 @@ fn create_linked(path: &Path) -> Result<Option<LockIdentity>, Error> {
     }
 }
 
+/// Removes the uniquely named files that processes of this host killed
+/// while making the dotlock left behind (liblockfile leaves its own the
+/// same way). Done while writing, when we hold the dotlock and the
+/// directory listing is cheap next to the rewrite.
+fn remove_abandoned_link_files(dotlock: &Path) {
+    let (Some(dir), Some(name)) = (
+        dotlock.parent(),
+        dotlock.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return;
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.{}.", hostname());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(".pop3d"))
+        else {
+            continue;
+        };
+        let owner = rest
+            .split('.')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = owner {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// `O_CREAT|O_EXCL` on the lock name itself, for file systems without
 /// hard links.
 fn create_exclusive(path: &Path) -> Result<Option<LockIdentity>, Error> {
@@ -509,6 +551,13 @@ impl SessionLock {
                 return Err(Error::PermFail(format!(
                     "cannot open the mbox index {}: {e}; give pop3d write access there or set \
                      index_dir in the store config",
+                    index.display()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::PermFail(format!(
+                    "cannot create the mbox index {}: its directory does not exist; create it \
+                     or fix index_dir in the store config",
                     index.display()
                 )))
             }

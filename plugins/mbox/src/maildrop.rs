@@ -479,8 +479,10 @@ fn rewrite(
             .entries
             .get(index + 1)
             .map_or(snapshot_end, |next| next.from_offset);
-        copy_range(file, entry.from_offset, chunk_end, &mut writer)
-            .map_err(|e| write_error("cannot write", e))?;
+        copy_range(file, entry.from_offset, chunk_end, &mut writer, || {
+            held.keep_alive(touch_every)
+        })
+        .map_err(|e| write_error("cannot write", e))?;
         let shift = |offset: u64| written + (offset - entry.from_offset);
         kept.entries.push(Entry {
             from_offset: written,
@@ -490,7 +492,6 @@ fn rewrite(
         });
         kept.listing.push(snapshot.listing[index].clone());
         written += chunk_end - entry.from_offset;
-        held.keep_alive(touch_every);
     }
     if appended_start.is_some() && written > 0 {
         // The last kept message may lack the empty line before the
@@ -521,8 +522,10 @@ fn rewrite(
     }
     let indexed_end = written;
     if let Some(start) = appended_start {
-        copy_range(file, start, end_now, &mut writer)
-            .map_err(|e| write_error("cannot write", e))?;
+        copy_range(file, start, end_now, &mut writer, || {
+            held.keep_alive(touch_every)
+        })
+        .map_err(|e| write_error("cannot write", e))?;
     }
     out.sync_all().map_err(|e| write_error("cannot fsync", e))?;
 
@@ -603,16 +606,32 @@ fn appended_messages_start(file: &File, from: u64, end: u64, path: &Path) -> Res
     }
 }
 
-/// Copies `file[start..end)` to `out`, in the kernel where it can.
-fn copy_range(file: &File, start: u64, end: u64, out: &mut &File) -> io::Result<()> {
+/// How much is copied between two touches of our dotlock.
+const COPY_PIECE: u64 = 64 << 20;
+
+/// Copies `file[start..end)` to `out`, in the kernel where it can, keeping
+/// our dotlock fresh on the way.
+fn copy_range(
+    file: &File,
+    start: u64,
+    end: u64,
+    out: &mut &File,
+    mut keep_alive: impl FnMut(),
+) -> io::Result<()> {
     let mut source = file;
     source.seek(SeekFrom::Start(start))?;
-    let copied = io::copy(&mut source.take(end - start), out)?;
-    if copied != end - start {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the mbox became shorter while it was being copied",
-        ));
+    let mut at = start;
+    while at < end {
+        let piece = (end - at).min(COPY_PIECE);
+        let copied = io::copy(&mut source.take(piece), out)?;
+        if copied != piece {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the mbox became shorter while it was being copied",
+            ));
+        }
+        at += piece;
+        keep_alive();
     }
     Ok(())
 }

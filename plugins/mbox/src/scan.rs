@@ -382,9 +382,15 @@ fn finish_message(mut message: Message, content_end: u64, scratch: &mut Vec<u8>)
 #[derive(Debug, Clone)]
 pub struct Fnv64(u64);
 
+impl Default for Fnv64 {
+    fn default() -> Fnv64 {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
 impl Fnv64 {
     pub fn new() -> Fnv64 {
-        Fnv64(0xcbf2_9ce4_8422_2325)
+        Fnv64::default()
     }
 
     pub fn update(&mut self, bytes: &[u8]) {

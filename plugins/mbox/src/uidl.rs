@@ -99,13 +99,19 @@ impl std::fmt::Debug for Popa3dDigest {
     }
 }
 
-impl Popa3dDigest {
-    pub fn new() -> Popa3dDigest {
+impl Default for Popa3dDigest {
+    fn default() -> Popa3dDigest {
         Popa3dDigest {
             md5: md5::Context::new(),
             received_seen: false,
             selected: false,
         }
+    }
+}
+
+impl Popa3dDigest {
+    pub fn new() -> Popa3dDigest {
+        Popa3dDigest::default()
     }
 
     /// A header line begins; `prefix` is at least its first 256 bytes (or
@@ -189,10 +195,22 @@ impl XUidlState {
 }
 
 /// Hands out ids, unique within one maildrop.
+///
+/// It remembers 64-bit hashes of the ids it has seen rather than the ids:
+/// a hash collision can only make it skip a free id (and pick the next
+/// suffix), never hand out a taken one, and 100,000 messages cost 100,000
+/// small numbers instead of as many strings.
 #[derive(Debug, Default)]
 pub struct UidAllocator {
-    /// Ids already given to messages of this maildrop.
-    taken: HashSet<String>,
+    /// Hashes of the ids already given to messages of this maildrop.
+    taken: HashSet<u64>,
+}
+
+/// A fixed-key hash, so the same id always gives the same number.
+fn id_hash(uid: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut hasher, uid.as_bytes());
+    std::hash::Hasher::finish(&hasher)
 }
 
 impl UidAllocator {
@@ -200,31 +218,29 @@ impl UidAllocator {
         UidAllocator::default()
     }
 
-    /// Records an id carried over from the index.
+    /// Records an id carried over from the index; false if already seen.
     pub fn reserve(&mut self, uid: &str) -> bool {
-        self.taken.insert(uid.to_owned())
+        self.taken.insert(id_hash(uid))
     }
 
     /// Forgets an id (its message is being re-indexed).
     pub fn release(&mut self, uid: &str) {
-        self.taken.remove(uid);
+        self.taken.remove(&id_hash(uid));
     }
 
     /// The id of the next message in file order.
     pub fn assign(&mut self, x_uidl: Option<&str>, popa3d: &str) -> String {
         if let Some(header) = x_uidl {
-            if !is_generated_form(header) && !self.taken.contains(header) {
-                self.taken.insert(header.to_owned());
+            if !is_generated_form(header) && self.taken.insert(id_hash(header)) {
                 return header.to_owned();
             }
         }
         let mut candidate = popa3d.to_owned();
         let mut suffix = 2u64;
-        while self.taken.contains(&candidate) {
+        while !self.taken.insert(id_hash(&candidate)) {
             candidate = format!("{popa3d}-{suffix}");
             suffix += 1;
         }
-        self.taken.insert(candidate.clone());
         candidate
     }
 }

@@ -230,3 +230,45 @@ fn our_fcntl_lock_keeps_another_process_out() {
     drop(held);
     assert_eq!(probe(&dir), "free\n");
 }
+
+#[test]
+fn link_files_of_killed_processes_are_cleaned_up_when_writing() {
+    let dir = TempDir::new("linkfiles");
+    let dotlock = dir.path().join("alice.lock");
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let abandoned = dir
+        .path()
+        .join(format!(".alice.lock.{host}.{dead}.7.pop3d"));
+    let live = dir.path().join(format!(".alice.lock.{host}.1.7.pop3d"));
+    fs::write(&abandoned, "").unwrap();
+    fs::write(&live, "").unwrap();
+    let held = lock::acquire(
+        &[LockKind::Dotlock],
+        Access::Read,
+        None,
+        policy(&dir, &dotlock),
+        Instant::now(),
+    )
+    .unwrap();
+    drop(held);
+    assert!(abandoned.exists(), "reading does not list the directory");
+    let held = lock::acquire(
+        &[LockKind::Dotlock],
+        Access::Write,
+        None,
+        policy(&dir, &dotlock),
+        Instant::now(),
+    )
+    .unwrap();
+    drop(held);
+    assert!(!abandoned.exists());
+    assert!(live.exists(), "pid 1 is alive: its file must stay");
+}
