@@ -13,7 +13,11 @@
 //! )
 //! ```
 //!
-//! Every key is optional. User names are checked before they go into a
+//! Every key is optional. `honour_x_uidl: false` gives exactly popa3d's
+//! UIDLs (popa3d ignores `X-UIDL:`), which is what users moving from popa3d
+//! want; it also stops a sender from choosing a message's UIDL with a
+//! forged header (Dovecot's `pop3_reuse_xuidl` is off by default for that
+//! reason). User names are checked before they go into a
 //! path: empty names, names with `/`, `\`, NUL or other control characters,
 //! names starting with `.` or containing `..` or `%`, and names longer than
 //! 255 bytes are refused, so no name can reach outside its own file.

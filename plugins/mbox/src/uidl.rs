@@ -27,8 +27,10 @@
 //! - continuation lines (starting with space or tab) of a selected header.
 //!
 //! The `From ` line, the body, `Subject:`, `From:`, `Status:` and
-//! `X-UIDL:` are not used, so two copies of a message delivered without a
-//! `Received:` header get the same popa3d id, which rule 3 handles here.
+//! `X-UIDL:` are not used. So `honour_x_uidl: false` reproduces popa3d's
+//! list (checked against its real answer in `tests/popa3d.rs`), and two
+//! copies of a message delivered without a `Received:` header get the same
+//! popa3d id, which popa3d lists twice and rule 3 tells apart here.
 //! popa3d ends the header section only at a bare `\n`; this store also ends
 //! it at `\r\n`, so ids of CRLF files (which popa3d misreads anyway) differ.
 //!
