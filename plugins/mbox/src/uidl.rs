@@ -42,7 +42,11 @@
 //! indexed from scratch. This store avoids that for its own deletions by
 //! carrying every id over in its index when it rewrites the file (see
 //! [`crate::index`]); only a lost index or a rewrite by another program
-//! re-derives ids. The same holds for a duplicated `X-UIDL:` value.
+//! re-derives ids. The same holds for a duplicated `X-UIDL:` value. And
+//! once `…-2` is deleted, a later copy of the same message may get `…-2`
+//! again: an id is reused only for a message whose popa3d-selected headers
+//! (first `Received:` line included) are identical, in practice a copy of
+//! the same delivery.
 
 use std::collections::HashSet;
 
@@ -225,11 +229,6 @@ impl UidAllocator {
         self.taken.insert(id_hash(uid))
     }
 
-    /// Forgets an id (its message is being re-indexed).
-    pub fn release(&mut self, uid: &str) {
-        self.taken.remove(&id_hash(uid));
-    }
-
     /// The id of the next message in file order.
     pub fn assign(&mut self, x_uidl: Option<&str>, popa3d: &str) -> String {
         if let Some(header) = x_uidl {
@@ -349,8 +348,6 @@ mod tests {
             ids.assign(Some("0123456789abcdef-3"), "1111111111111111"),
             "1111111111111111"
         );
-        ids.release("0123456789abcdef");
-        assert_eq!(ids.assign(None, "0123456789abcdef"), "0123456789abcdef");
         assert_eq!(ids.assign(None, "0123456789abcdef"), "0123456789abcdef-3");
         assert!(!ids.reserve("mine"));
     }

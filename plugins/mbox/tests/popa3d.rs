@@ -18,7 +18,9 @@ use std::fs;
 use std::path::Path;
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn popa3d_answer() -> Vec<(String, u64)> {
@@ -41,7 +43,9 @@ fn uidls_and_sizes_match_popa3d() {
 
     // Without X-UIDL (popa3d ignores it) every id is popa3d's, except that
     // popa3d repeats an id where this store must not.
-    let maildrop = store(&dir, "honour_x_uidl: false").open(&user("popt")).unwrap();
+    let maildrop = store(&dir, "honour_x_uidl: false")
+        .open(&user("popt"))
+        .unwrap();
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut repeated = 0;
     for (ours, (theirs, size)) in maildrop.messages().iter().zip(&expected) {
@@ -55,7 +59,10 @@ fn uidls_and_sizes_match_popa3d() {
             assert_eq!(ours.uid, format!("{theirs}-{count}"));
         }
     }
-    assert_eq!(repeated, 2, "the fixture has three messages without any header popa3d hashes");
+    assert_eq!(
+        repeated, 2,
+        "the fixture has three messages without any header popa3d hashes"
+    );
     drop(maildrop);
 
     // With X-UIDL honoured (the default), only the messages carrying the
