@@ -37,7 +37,9 @@
 //! also works between pop3d processes) and a table of the mboxes open in
 //! this process (which also covers two user names leading to one mbox).
 //! `flock` does not conflict with `fcntl` locks on Linux, and the index file
-//! is not a file delivery agents lock, so deliveries go on meanwhile.
+//! is not a file delivery agents lock, so deliveries go on meanwhile. (With
+//! `index_dir` set, index files are named after the user, so two user
+//! names that lead to one mbox are kept apart only within one process.)
 
 use pop3d_plugin_api::{log_info, log_warn, Error};
 use std::collections::BTreeSet;
