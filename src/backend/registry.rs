@@ -30,7 +30,10 @@ const AUTH_BUILTINS: &[(&str, EntryFn)] = &[
     ("checkpassword", pop3d_checkpassword::pop3d_plugin_entry),
 ];
 /// The built-in store backends, as [`AUTH_BUILTINS`].
-const STORE_BUILTINS: &[(&str, EntryFn)] = &[("maildir", pop3d_maildir::pop3d_plugin_entry)];
+const STORE_BUILTINS: &[(&str, EntryFn)] = &[
+    ("maildir", pop3d_maildir::pop3d_plugin_entry),
+    ("mbox", pop3d_mbox::pop3d_plugin_entry),
+];
 
 /// Which of the two config sections a backend came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,9 +330,9 @@ mod tests {
             "auth: unknown plugin \"ldap\"; built-in auth plugins: passwd-file, checkpassword; \
              or give the path of a plugin library (containing a `/`, or ending in .so)"
         );
-        let message = store_error("(plugin: \"mbox\")");
+        let message = store_error("(plugin: \"imap\")");
         assert!(
-            message.contains("built-in store plugins: maildir;"),
+            message.contains("built-in store plugins: maildir, mbox;"),
             "{message}"
         );
     }
@@ -345,7 +348,7 @@ mod tests {
         assert_eq!(
             message,
             "store: \"passwd-file\" is an auth plugin, not a store plugin; \
-             built-in store plugins: maildir"
+             built-in store plugins: maildir, mbox"
         );
     }
 
