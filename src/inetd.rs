@@ -34,6 +34,7 @@
 
 use crate::backend::registry;
 use crate::config::{Config, PlaintextAuth};
+use crate::protocol::sasl::SaslConfig;
 use crate::protocol::session::{canned, Peer, BODY_PIECE_TARGET};
 use crate::protocol::{Directive, Session, SessionEnv};
 use crate::server::framer::{Framer, Line, LineBatch};
@@ -169,6 +170,9 @@ pub fn build_env(config: &Config) -> Result<Arc<SessionEnv>, InetdError> {
         store,
         auth_failure_delay: Duration::from_millis(config.limits.auth_failure_delay_ms),
         implementation: "pop3d",
+        sasl: SaslConfig::with_random_key("localhost")
+            .map_err(|e| InetdError::Io(io::Error::other(e)))?,
+        apop: false,
     }))
 }
 
@@ -278,6 +282,9 @@ impl<W: Write> Driver<W> {
                     framer.feed(&chunk, &mut lines);
                     let handled = self.handle(&lines);
                     lines.clear();
+                    // An AUTH exchange waiting for a response allows longer
+                    // lines.
+                    framer.set_max_line(self.session.line_limit());
                     if let Err(ending) = handled {
                         return ending;
                     }

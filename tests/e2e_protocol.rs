@@ -468,7 +468,7 @@ fn argument_errors_are_answered_and_the_session_continues() {
         b"",
         b"US\0ER alice",
         b"APOP alice 0123456789abcdef0123456789abcdef",
-        b"AUTH PLAIN",
+        b"AUTH X-NO-SUCH-MECHANISM",
         b"STLS",
     ];
     for line in bad_before_login {

@@ -8,6 +8,7 @@
 
 use pop3d::backend::registry;
 use pop3d::config::PluginSection;
+use pop3d::protocol::sasl::SaslConfig;
 use pop3d::protocol::session::Peer;
 use pop3d::protocol::{Directive, Session, SessionEnv};
 use std::path::{Path, PathBuf};
@@ -63,6 +64,8 @@ fn fixture(messages: &[(&str, &[u8])]) -> Fixture {
         store,
         auth_failure_delay: Duration::from_millis(1),
         implementation: "pop3d",
+        sasl: SaslConfig::new("pop.example.org", [7; 32]),
+        apop: true,
     });
     Fixture { dir, env }
 }
@@ -147,6 +150,7 @@ fn rfc1939_session_with_every_transaction_command() {
         S: TOP
         S: UIDL
         S: USER
+        S: SASL SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 PLAIN LOGIN
         S: RESP-CODES
         S: AUTH-RESP-CODE
         S: PIPELINING
@@ -404,4 +408,382 @@ fn plaintext_login_is_refused_where_the_policy_forbids_it() {
     assert!(!String::from_utf8_lossy(&out).contains("\r\nUSER\r\n"));
     let (out, _) = exchange(&mut s, b"USER alice");
     assert!(out.starts_with(b"-ERR [AUTH] "), "{out:?}");
+}
+
+// AUTH (RFC 5034) and APOP (RFC 1939 section 7). alice's password is
+// "secret"; "AGFsaWNlAHNlY3JldA==" is PLAIN's "\0alice\0secret".
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+
+/// Sends `line` and returns the reply as text, for exchanges whose
+/// challenges are random.
+fn say(session: &mut Session, line: &str) -> (String, Directive) {
+    let (out, directive) = exchange(session, line.as_bytes());
+    (String::from_utf8(out).unwrap(), directive)
+}
+
+/// The base64 payload of a `+ ` challenge line, decoded.
+fn challenge_of(reply: &str) -> Vec<u8> {
+    let payload = reply
+        .strip_prefix("+ ")
+        .and_then(|rest| rest.strip_suffix("\r\n"))
+        .unwrap_or_else(|| panic!("not a challenge: {reply:?}"));
+    BASE64.decode(payload).unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn restricted_session(f: &Fixture) -> Session {
+    Session::new(
+        Arc::clone(&f.env),
+        Peer {
+            addr: "192.0.2.7:40000".parse().unwrap(),
+            plaintext_auth_allowed: false,
+            tls: false,
+            stls_available: true,
+        },
+        3,
+    )
+}
+
+#[test]
+fn auth_plain_with_and_without_initial_response() {
+    let f = standard();
+    let mut s = new_session(&f);
+    replay(
+        &mut s,
+        "
+        C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
+        S: +OK Logged in, 2 messages (84 octets)
+        C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
+        S: -ERR Already logged in
+        C: QUIT
+        S: +OK Bye, 0 messages deleted, 2 left
+        ",
+    );
+    let mut s = new_session(&f);
+    assert_eq!(s.line_limit(), 255);
+    replay(
+        &mut s,
+        "
+        C: auth plain
+        S: + 
+        ",
+    );
+    // A response may be longer than a command line.
+    assert_eq!(s.line_limit(), 8 * 1024 + 2);
+    replay(
+        &mut s,
+        "
+        C: AGFsaWNlAHNlY3JldA==
+        S: +OK Logged in, 2 messages (84 octets)
+        ",
+    );
+    assert_eq!(s.line_limit(), 255);
+}
+
+#[test]
+fn auth_login_asks_for_name_and_password() {
+    let f = standard();
+    let mut s = new_session(&f);
+    replay(
+        &mut s,
+        "
+        C: AUTH LOGIN
+        S: + VXNlcm5hbWU6
+        C: YWxpY2U=
+        S: + UGFzc3dvcmQ6
+        C: c2VjcmV0
+        S: +OK Logged in, 2 messages (84 octets)
+        ",
+    );
+}
+
+#[test]
+fn auth_failures_cancel_and_errors_leave_authorization_usable() {
+    let f = standard();
+    let mut s = new_session(&f);
+    // "\0alice\0wrong": a credential failure, answered after the delay.
+    let (out, d) = say(&mut s, "AUTH PLAIN AGFsaWNlAHdyb25n");
+    assert_eq!(out, "-ERR [AUTH] Authentication failed\r\n");
+    assert_eq!(d, Directive::Delay(Duration::from_millis(1)));
+    // "admin\0alice\0secret": acting as someone else is refused even with
+    // the right password.
+    let (out, d) = say(&mut s, "AUTH PLAIN YWRtaW4AYWxpY2UAc2VjcmV0");
+    assert_eq!(
+        out,
+        "-ERR [AUTH] Authorization identity must be empty or the same as the user name\r\n"
+    );
+    assert_eq!(d, Directive::Continue);
+    replay(
+        &mut s,
+        "
+        C: AUTH LOGIN
+        S: + VXNlcm5hbWU6
+        C: *
+        S: -ERR Authentication cancelled
+        C: AUTH PLAIN
+        S: + 
+        C: not base64!
+        S: -ERR Invalid base64 in SASL response
+        C: AUTH PLAIN
+        S: + 
+        C: AGFsaWNlAHNlY3JldAB4
+        S: -ERR Malformed SASL response
+        C: AUTH DIGEST-MD5
+        S: -ERR Unsupported authentication mechanism
+        C: AUTH CRAM-MD5 dGlt
+        S: -ERR This mechanism does not take an initial response
+        C: STAT
+        S: -ERR Not logged in; use USER and PASS first
+        ",
+    );
+    // A response longer than the server takes ends the exchange.
+    let (out, _) = say(&mut s, "AUTH LOGIN");
+    assert_eq!(out, "+ VXNlcm5hbWU6\r\n");
+    let mut out = Vec::new();
+    assert_eq!(s.line_too_long(&mut out), Directive::Continue);
+    assert_eq!(out, b"-ERR SASL response too long\r\n");
+    assert_eq!(s.line_limit(), 255);
+    replay(
+        &mut s,
+        "
+        C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
+        S: +OK Logged in, 2 messages (84 octets)
+        ",
+    );
+}
+
+#[test]
+fn bare_auth_lists_the_offered_mechanisms() {
+    let f = standard();
+    let mut s = new_session(&f);
+    replay(
+        &mut s,
+        "
+        C: AUTH
+        S: +OK Supported mechanisms follow
+        S: SCRAM-SHA-256
+        S: SCRAM-SHA-1
+        S: CRAM-MD5
+        S: PLAIN
+        S: LOGIN
+        S: .
+        ",
+    );
+}
+
+#[test]
+fn plaintext_mechanisms_are_hidden_and_refused_where_the_policy_forbids_them() {
+    let f = standard();
+    let mut s = restricted_session(&f);
+    replay(
+        &mut s,
+        "
+        C: CAPA
+        S: +OK Capability list follows
+        S: TOP
+        S: UIDL
+        S: STLS
+        S: SASL SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5
+        S: RESP-CODES
+        S: AUTH-RESP-CODE
+        S: PIPELINING
+        S: IMPLEMENTATION pop3d
+        S: .
+        C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
+        S: -ERR [AUTH] Plaintext authentication is not allowed on this connection; use STLS first
+        C: AUTH LOGIN
+        S: -ERR [AUTH] Plaintext authentication is not allowed on this connection; use STLS first
+        ",
+    );
+}
+
+#[test]
+fn auth_cram_md5_rfc_2195_exchange() {
+    let f = standard();
+    let mut s = new_session(&f);
+    let (reply, _) = say(&mut s, "AUTH CRAM-MD5");
+    let challenge = challenge_of(&reply);
+    assert!(challenge.starts_with(b"<") && challenge.ends_with(b"@pop.example.org>"));
+    let mut mac = <Hmac<Md5> as KeyInit>::new_from_slice(b"secret").unwrap();
+    mac.update(&challenge);
+    let answer = format!("alice {}", hex(&mac.finalize().into_bytes()));
+    let (reply, _) = say(&mut s, &BASE64.encode(&answer));
+    assert_eq!(reply, "+OK Logged in, 2 messages (84 octets)\r\n");
+
+    // The same answer to a fresh challenge is worthless.
+    let mut s = new_session(&f);
+    let (reply, _) = say(&mut s, "AUTH CRAM-MD5");
+    assert_ne!(challenge_of(&reply), challenge);
+    let (reply, d) = say(&mut s, &BASE64.encode(&answer));
+    assert_eq!(reply, "-ERR [AUTH] Authentication failed\r\n");
+    assert_eq!(d, Directive::Delay(Duration::from_millis(1)));
+}
+
+/// Runs SCRAM-SHA-256 as a client with `password` for `user`; returns the
+/// server's last reply and the directive.
+fn scram_sha256_login(s: &mut Session, user: &str, password: &[u8]) -> (String, Directive) {
+    let client_first_bare = format!("n={user},r=rOprNGfwEbeRWgbNEkqO");
+    let (reply, _) = say(
+        s,
+        &format!(
+            "AUTH SCRAM-SHA-256 {}",
+            BASE64.encode(format!("n,,{client_first_bare}"))
+        ),
+    );
+    let server_first = String::from_utf8(challenge_of(&reply)).unwrap();
+    let mut fields = server_first.split(',');
+    let nonce = fields.next().unwrap().strip_prefix("r=").unwrap();
+    assert!(nonce.starts_with("rOprNGfwEbeRWgbNEkqO") && nonce.len() > 20);
+    let salt = BASE64
+        .decode(fields.next().unwrap().strip_prefix("s=").unwrap())
+        .unwrap();
+    let iterations: u32 = fields
+        .next()
+        .unwrap()
+        .strip_prefix("i=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(iterations, 4096);
+
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, &salt, iterations, &mut salted);
+    let client_key = hmac_sha256(&salted, b"Client Key");
+    let stored_key = sha2::Sha256::digest(&client_key);
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+    let signature = hmac_sha256(&stored_key, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(k, s)| k ^ s)
+        .collect();
+    let client_final = format!("{without_proof},p={}", BASE64.encode(proof));
+    let (reply, directive) = say(s, &BASE64.encode(client_final));
+    if !reply.starts_with("+ ") {
+        return (reply, directive);
+    }
+    // The server proves it knows the key too, before +OK.
+    let server_key = hmac_sha256(&salted, b"Server Key");
+    let expected = format!(
+        "v={}",
+        BASE64.encode(hmac_sha256(&server_key, auth_message.as_bytes()))
+    );
+    assert_eq!(String::from_utf8(challenge_of(&reply)).unwrap(), expected);
+    say(s, "")
+}
+
+#[test]
+fn auth_scram_sha_256_with_server_signature() {
+    let f = standard();
+    let mut s = new_session(&f);
+    let (reply, d) = scram_sha256_login(&mut s, "alice", b"secret");
+    assert_eq!(reply, "+OK Logged in, 2 messages (84 octets)\r\n");
+    assert_eq!(d, Directive::Continue);
+    assert!(s.is_authenticated());
+}
+
+#[test]
+fn auth_scram_fails_alike_for_wrong_password_and_unknown_user() {
+    let f = standard();
+    let mut s = new_session(&f);
+    let wrong = scram_sha256_login(&mut s, "alice", b"wrong");
+    let unknown = scram_sha256_login(&mut s, "mallory", b"secret");
+    for (reply, d) in [&wrong, &unknown] {
+        assert_eq!(reply, "-ERR [AUTH] Authentication failed\r\n");
+        assert_eq!(*d, Directive::Delay(Duration::from_millis(1)));
+    }
+    assert!(!s.is_authenticated());
+    // Channel binding is not offered.
+    let (reply, _) = say(
+        &mut s,
+        &format!(
+            "AUTH SCRAM-SHA-1 {}",
+            BASE64.encode("p=tls-unique,,n=alice,r=abc")
+        ),
+    );
+    assert_eq!(
+        reply,
+        "-ERR Channel binding is not supported; use a mechanism without -PLUS\r\n"
+    );
+    let (reply, _) = scram_sha256_login(&mut s, "alice", b"secret");
+    assert_eq!(reply, "+OK Logged in, 2 messages (84 octets)\r\n");
+}
+
+#[test]
+fn apop_with_the_greeting_timestamp() {
+    let f = standard();
+    let mut s = new_session(&f);
+    let mut greeting = Vec::new();
+    s.greeting(&mut greeting);
+    let greeting = String::from_utf8(greeting).unwrap();
+    let timestamp = greeting
+        .strip_prefix("+OK POP3 server ready ")
+        .and_then(|rest| rest.strip_suffix("\r\n"))
+        .unwrap_or_else(|| panic!("no APOP timestamp in {greeting:?}"));
+    assert!(timestamp.starts_with('<') && timestamp.ends_with("@pop.example.org>"));
+    let digest = |secret: &str| hex(&Md5::digest(format!("{timestamp}{secret}")));
+
+    let (reply, d) = say(&mut s, &format!("APOP alice {}", digest("wrong")));
+    assert_eq!(reply, "-ERR [AUTH] Authentication failed\r\n");
+    assert_eq!(d, Directive::Delay(Duration::from_millis(1)));
+    let (reply, _) = say(&mut s, &format!("APOP mallory {}", digest("secret")));
+    assert_eq!(reply, "-ERR [AUTH] Authentication failed\r\n");
+    let (reply, _) = say(
+        &mut s,
+        &format!("APOP alice {}", digest("secret").to_uppercase()),
+    );
+    assert_eq!(reply, "+OK Logged in, 2 messages (84 octets)\r\n");
+
+    // Another session has another timestamp, so the digest does not replay.
+    let mut other = new_session(&f);
+    let (reply, _) = say(&mut other, &format!("APOP alice {}", digest("secret")));
+    assert_eq!(reply, "-ERR [AUTH] Authentication failed\r\n");
+}
+
+#[test]
+fn apop_is_not_offered_unless_enabled() {
+    let f = standard();
+    let env = Arc::new(SessionEnv {
+        auth: Arc::clone(&f.env.auth),
+        store: Arc::clone(&f.env.store),
+        auth_failure_delay: Duration::from_millis(1),
+        implementation: "pop3d",
+        sasl: SaslConfig::new("pop.example.org", [7; 32]),
+        apop: false,
+    });
+    let mut s = Session::new(
+        env,
+        Peer {
+            addr: "127.0.0.1:40000".parse().unwrap(),
+            plaintext_auth_allowed: true,
+            tls: false,
+            stls_available: false,
+        },
+        4,
+    );
+    let mut greeting = Vec::new();
+    s.greeting(&mut greeting);
+    assert_eq!(greeting, b"+OK POP3 server ready\r\n");
+    replay(
+        &mut s,
+        "
+        C: APOP alice c4c9334bac560ecc979e58001b3e22fb
+        S: -ERR APOP is not enabled on this server
+        ",
+    );
 }

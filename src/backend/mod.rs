@@ -106,6 +106,14 @@ pub trait Authenticator: Send + Sync {
         let _ = user;
         None
     }
+
+    /// Whether [`Authenticator::secret`] can ever give a secret, without
+    /// asking about a user: the session decides from this whether to offer
+    /// APOP, CRAM-MD5 and SCRAM in the greeting and CAPA, before any user
+    /// is named.
+    fn supports_secrets(&self) -> bool {
+        false
+    }
 }
 
 /// A shared secret from an auth backend. Zeroed when dropped, and never

@@ -655,7 +655,7 @@ fn check_authzid(authzid: &[u8], authcid: &str) -> Result<(), Failure> {
 
 /// Fills `buf` from the operating system's generator.
 fn random_fill(buf: &mut [u8]) -> Result<(), RandomnessUnavailable> {
-    getrandom::fill(buf).map_err(|_| RandomnessUnavailable)
+    getrandom::getrandom(buf).map_err(|_| RandomnessUnavailable)
 }
 
 /// A `<process.unique.time@host>` string for CRAM-MD5 challenges and APOP

@@ -16,16 +16,30 @@
 //! the first piece goes out with the status line, and while more remains the
 //! session answers [`Directive::MoreBody`]; the server calls
 //! [`Session::continue_body`] once the client has drained what was sent.
+//!
+//! Logging in (USER/PASS, APOP, and AUTH with its SASL exchanges) lives in
+//! `session/login.rs`.
 
 use crate::backend::{Authenticator, BackendError, Maildrop, MessageReader, Store, UserInfo};
 use crate::protocol::command::{self, Command};
 use crate::protocol::encoder::{BodyEncoder, Progress};
+use crate::protocol::sasl::SaslConfig;
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod login;
+
+/// Longest command line, CRLF included (RFC 2449 section 4).
+pub const COMMAND_LINE_LIMIT: usize = 255;
+
+/// Longest line while an AUTH exchange waits for the client's response,
+/// CRLF included: SASL responses may exceed command lines (RFC 5034
+/// section 4).
+pub const SASL_LINE_LIMIT: usize = crate::protocol::sasl::MAX_RESPONSE_LEN + 2;
 
 /// How much reply a single call aims to produce before handing control back,
 /// so one client's large message cannot make a worker build an unbounded
@@ -64,6 +78,13 @@ pub struct SessionEnv {
     /// The IMPLEMENTATION capability (RFC 2449 6.9): name and version, so
     /// an operator debugging a client knows what answered.
     pub implementation: &'static str,
+    /// What the SASL mechanisms need server-wide (the key for SCRAM salts,
+    /// the host name in challenges and APOP timestamps).
+    pub sasl: SaslConfig,
+    /// Whether to offer APOP (a timestamp in the greeting) when the auth
+    /// backend can reveal secrets. Off in the server: APOP protects little
+    /// (docs/security.md) and changes the greeting every client sees.
+    pub apop: bool,
 }
 
 /// What the connection should do after writing the bytes a call appended.
@@ -126,6 +147,11 @@ enum State {
 struct Authorization {
     /// Name given by USER, waiting for PASS.
     user: Option<String>,
+    /// The timestamp announced in the greeting, which APOP digests cover;
+    /// `None` when APOP is not offered (the backend cannot reveal secrets).
+    apop_timestamp: Option<String>,
+    /// An AUTH exchange waiting for the client's next response line.
+    sasl: Option<login::SaslInProgress>,
 }
 
 struct Transaction {
@@ -217,17 +243,39 @@ impl Session {
     /// A new session in the AUTHORIZATION state. Pure: no I/O happens until
     /// the first command.
     pub fn new(env: Arc<SessionEnv>, peer: Peer, id: u64) -> Self {
+        let apop_timestamp = (env.apop && env.auth.supports_secrets())
+            .then(|| crate::protocol::sasl::apop_timestamp(env.sasl.hostname()));
         Session {
             env,
             id,
             peer,
-            state: State::Authorization(Authorization::default()),
+            state: State::Authorization(Authorization {
+                apop_timestamp,
+                ..Authorization::default()
+            }),
         }
     }
 
-    /// The greeting the server sends on connect.
+    /// The greeting the server sends on connect, with the APOP timestamp
+    /// when APOP is offered (RFC 1939 section 7).
     pub fn greeting(&self, out: &mut Vec<u8>) {
-        ok(out, "POP3 server ready");
+        match &self.state {
+            State::Authorization(Authorization {
+                apop_timestamp: Some(timestamp),
+                ..
+            }) => ok(out, &format!("POP3 server ready {timestamp}")),
+            _ => ok(out, "POP3 server ready"),
+        }
+    }
+
+    /// The longest line the server should accept next, CRLF included: a
+    /// SASL response may be longer than a command. The server applies it
+    /// to lines it has not started framing yet.
+    pub fn line_limit(&self) -> usize {
+        match &self.state {
+            State::Authorization(Authorization { sasl: Some(_), .. }) => SASL_LINE_LIMIT,
+            _ => COMMAND_LINE_LIMIT,
+        }
     }
 
     /// Whether the client has logged in (the server picks the idle timeout
@@ -238,6 +286,13 @@ impl Session {
 
     /// Handles one command line (CRLF removed), appending the reply.
     pub fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Directive {
+        // During an AUTH exchange the line is the client's SASL response,
+        // not a command.
+        if let State::Authorization(Authorization { sasl, .. }) = &mut self.state {
+            if let Some(in_progress) = sasl.take() {
+                return self.sasl_response(in_progress, line, out);
+            }
+        }
         let command = match command::parse(line) {
             Ok(command) => command,
             Err(e) => {
@@ -258,6 +313,11 @@ impl Session {
     /// Answers a line that exceeded the length limit; the server has already
     /// discarded it.
     pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Directive {
+        if let State::Authorization(Authorization { sasl, .. }) = &mut self.state {
+            if let Some(in_progress) = sasl.take() {
+                return self.sasl_response_too_long(in_progress, out);
+            }
+        }
         err(out, "Line too long");
         Directive::Continue
     }
@@ -304,14 +364,7 @@ impl Session {
             }
             Command::User(name) => {
                 if !self.peer.plaintext_auth_allowed {
-                    err(
-                        out,
-                        if self.peer.stls_available {
-                            "[AUTH] Plaintext authentication is not allowed on this connection; use STLS first"
-                        } else {
-                            "[AUTH] Plaintext authentication is not allowed on this connection; connect to the POP3S (TLS) port instead"
-                        },
-                    );
+                    err(out, self.plaintext_refusal());
                     return Directive::Continue;
                 }
                 auth.user = Some(name.to_owned());
@@ -325,15 +378,24 @@ impl Session {
                     err(out, "Send USER first");
                     return Directive::Continue;
                 };
-                self.login(&user, password, out)
+                self.login(&user, password, "USER", out)
             }
-            Command::Apop { .. } => {
-                err(out, "APOP is not enabled on this server");
+            Command::Apop { user, digest } => {
+                auth.user = None;
+                self.apop(user, digest, out)
+            }
+            Command::Auth {
+                mechanism: None, ..
+            } => {
+                self.list_mechanisms(out);
                 Directive::Continue
             }
-            Command::Auth { .. } => {
-                err(out, "No SASL mechanisms are offered; use USER and PASS");
-                Directive::Continue
+            Command::Auth {
+                mechanism: Some(mechanism),
+                initial_response,
+            } => {
+                auth.user = None;
+                self.start_auth(mechanism, initial_response, out)
             }
             Command::Stls if self.peer.tls => {
                 err(out, "Command not permitted when TLS active");
@@ -349,8 +411,12 @@ impl Session {
                 // handshake closes the connection), so the session can count
                 // itself encrypted now. A USER given before STLS is forgotten
                 // (RFC 2595 section 4: nothing learnt before TLS carries
-                // over).
-                *auth = Authorization::default();
+                // over). The greeting's APOP timestamp stays: it is the only
+                // one the client has.
+                *auth = Authorization {
+                    apop_timestamp: auth.apop_timestamp.take(),
+                    ..Authorization::default()
+                };
                 self.peer.tls = true;
                 self.peer.stls_available = false;
                 self.peer.plaintext_auth_allowed = true;
@@ -370,13 +436,14 @@ impl Session {
         }
     }
 
-    fn login(&mut self, user: &str, password: &[u8], out: &mut Vec<u8>) -> Directive {
+    /// Checks a password (USER/PASS, AUTH PLAIN or LOGIN) and logs in.
+    fn login(&mut self, user: &str, password: &[u8], method: &str, out: &mut Vec<u8>) -> Directive {
         let sid = Sid(self.id);
         let info: UserInfo = match self.env.auth.authenticate(user, password) {
             Ok(info) => info,
             Err(BackendError::Denied) => {
                 log::info!(
-                    "session={sid} login failed user={user:?} remote={}",
+                    "session={sid} login failed user={user:?} remote={} method={method}",
                     self.peer.addr.ip()
                 );
                 err(out, "[AUTH] Authentication failed");
@@ -392,6 +459,12 @@ impl Session {
                 return Directive::Continue;
             }
         };
+        self.enter_transaction(info, method, out)
+    }
+
+    /// Opens the maildrop of an authenticated user and enters TRANSACTION.
+    fn enter_transaction(&mut self, info: UserInfo, method: &str, out: &mut Vec<u8>) -> Directive {
+        let sid = Sid(self.id);
         let maildrop = match self.env.store.open(&info) {
             Ok(maildrop) => maildrop,
             Err(e) => {
@@ -413,7 +486,7 @@ impl Session {
         let count = maildrop.messages().len();
         let total_octets = maildrop.messages().iter().map(|m| m.wire_size).sum();
         log::info!(
-            "session={sid} login user={} method=USER remote={} tls={} messages={count} octets={total_octets}",
+            "session={sid} login user={} method={method} remote={} tls={} messages={count} octets={total_octets}",
             info.name,
             self.peer.addr.ip(),
             if self.peer.tls { "yes" } else { "no" },
@@ -444,6 +517,10 @@ impl Session {
         // before login and before TLS.
         if self.peer.stls_available && matches!(self.state, State::Authorization(_)) {
             out.extend_from_slice(b"STLS\r\n");
+        }
+        // Like STLS, SASL is only of use before login.
+        if matches!(self.state, State::Authorization(_)) {
+            self.sasl_capability(out);
         }
         out.extend_from_slice(b"RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
         let _ = write!(out, "IMPLEMENTATION {}\r\n.\r\n", self.env.implementation);

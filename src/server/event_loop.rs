@@ -767,6 +767,8 @@ impl EventLoop {
         if now_authenticated && !conn.authenticated {
             conn.authenticated = true;
         }
+        // An AUTH exchange waiting for a response allows longer lines.
+        conn.framer.set_max_line(session.line_limit());
         conn.session = Some(session);
         conn.out = out;
         conn.written = 0;

@@ -20,6 +20,7 @@ mod worker;
 
 use crate::backend::registry;
 use crate::config::Config;
+use crate::protocol::sasl::SaslConfig;
 use crate::protocol::SessionEnv;
 use event_loop::{EventLoop, ListenSocket, LoopSettings, Signalled, Stop, SIGNALS, WAKER};
 use mio::{Interest, Poll};
@@ -98,6 +99,8 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
         store,
         auth_failure_delay: Duration::from_millis(config.limits.auth_failure_delay_ms),
         implementation: "pop3d",
+        sasl: SaslConfig::with_random_key("localhost").map_err(std::io::Error::other)?,
+        apop: false,
     });
 
     let mut listeners = Vec::with_capacity(config.listen.len());

@@ -185,4 +185,8 @@ impl Authenticator for PluginAuthenticator {
         let get_secret = self.instance.fns.get_secret?;
         Some(self.call_get_secret(get_secret, user))
     }
+
+    fn supports_secrets(&self) -> bool {
+        PluginAuthenticator::supports_secrets(self)
+    }
 }
