@@ -37,6 +37,16 @@ const SERVER_NONCE_BYTES: usize = 18;
 /// Length of a salt the server derives for a plaintext secret.
 const DERIVED_SALT_BYTES: usize = 16;
 
+/// Longest client nonce accepted. The server-first message echoes it, and
+/// the challenge line carrying that message must stay within the 512
+/// octets of a POP3 reply line (RFC 1939 section 3) together with the
+/// server nonce and the longest salt; real clients send 24 to 64.
+const MAX_CLIENT_NONCE: usize = 200;
+
+/// Longest salt accepted in a stored secret (Dovecot writes 16 bytes),
+/// for the same reason as [`MAX_CLIENT_NONCE`].
+const MAX_SALT: usize = 64;
+
 /// Highest iteration count accepted in a stored secret: above this a
 /// login would tie up a worker (and the client) for seconds, which is a
 /// misconfiguration, not security.
@@ -193,8 +203,8 @@ impl ScramKeys {
                 .map_err(|_| malformed(what))
         };
         let salt = decode(salt, "salt is not base64")?;
-        if salt.is_empty() {
-            return Err(malformed("salt is empty"));
+        if salt.is_empty() || salt.len() > MAX_SALT {
+            return Err(malformed("salt must be 1 to 64 bytes"));
         }
         let stored_key = decode(stored_key, "StoredKey is not base64")?;
         let server_key = decode(server_key, "ServerKey is not base64")?;
@@ -461,6 +471,11 @@ fn parse_client_first(
     {
         return Err(Failure::Malformed(
             "SCRAM client nonce is not printable ASCII",
+        ));
+    }
+    if client_nonce.len() > MAX_CLIENT_NONCE {
+        return Err(Failure::Malformed(
+            "SCRAM client nonce longer than 200 characters",
         ));
     }
     extensions(attributes)?;
@@ -1002,6 +1017,39 @@ mod tests {
         let (authcid, _) =
             needs_secret(exchange.respond(b64(SHA1_CLIENT_FIRST.as_bytes()).as_bytes()));
         assert_eq!(authcid, "user");
+    }
+
+    /// Found by the `sasl` fuzz target: a client nonce of 900 characters
+    /// came back in a 1128-octet challenge line, beyond the 512 octets of a
+    /// POP3 reply line that clients may rely on.
+    #[test]
+    fn client_nonces_are_bounded_so_challenges_fit_a_reply_line() {
+        let long = format!("n,,n=user,r={}", "~".repeat(MAX_CLIENT_NONCE + 1));
+        assert!(matches!(
+            failure(client_first(ScramHash::Sha256, long.as_bytes(), None)),
+            Failure::Malformed(_)
+        ));
+        // The worst case accepted: longest nonce, longest stored salt,
+        // largest iteration count.
+        let salt = STANDARD.encode([7u8; MAX_SALT]);
+        let key = STANDARD.encode([1u8; 32]);
+        let secret =
+            Secret::parse(format!("{{SCRAM-SHA-256}}10000000,{salt},{key},{key}").as_bytes())
+                .unwrap();
+        let longest = format!("n,,n=user,r={}", "~".repeat(MAX_CLIENT_NONCE));
+        let (_, wanted) = needs_secret(client_first(ScramHash::Sha256, longest.as_bytes(), None));
+        let (server_first, _) = challenge(wanted.provide(Some(&secret), &config()));
+        let mut line = Vec::new();
+        super::super::challenge_line(&server_first, &mut line);
+        assert!(line.len() <= 512, "challenge line of {} octets", line.len());
+        assert!(Secret::parse(
+            format!(
+                "{{SCRAM-SHA-256}}4096,{},{key},{key}",
+                STANDARD.encode([7u8; MAX_SALT + 1])
+            )
+            .as_bytes()
+        )
+        .is_err());
     }
 
     #[test]
