@@ -191,7 +191,7 @@ enum Slot {
     /// Waiting before reconnecting after a connect failure, so a dead
     /// server does not make us spin.
     Backoff(Instant),
-    Busy(Conn),
+    Busy(Box<Conn>),
 }
 
 /// What to do after a reply.
@@ -417,7 +417,10 @@ impl<'a> Worker<'a> {
             return;
         }
         self.shared.open.fetch_add(1, Relaxed);
-        self.slots[slot] = Slot::Busy(Conn {
+        // Callers pass the time of the event that ended the last session;
+        // the new session's clock starts now.
+        let now = Instant::now();
+        self.slots[slot] = Slot::Busy(Box::new(Conn {
             stream,
             user,
             step: Step::Connecting,
@@ -431,7 +434,7 @@ impl<'a> Worker<'a> {
             sizes: Vec::new(),
             next_message: 1,
             retr_message: 0,
-        });
+        }));
     }
 
     /// The slot state after a failed session: idle-mode connections are
@@ -563,7 +566,7 @@ impl<'a> Worker<'a> {
 
     /// Reads until the socket would block, handing bytes to the reply
     /// reader and acting on each complete reply.
-    fn read_all(&mut self, slot: usize, buffer: &mut [u8], now: Instant) {
+    fn read_all(&mut self, slot: usize, buffer: &mut [u8], mut now: Instant) {
         loop {
             let Slot::Busy(conn) = &mut self.slots[slot] else {
                 return;
@@ -591,6 +594,8 @@ impl<'a> Worker<'a> {
                     return self.finish(slot, now, Some(kind));
                 }
             };
+            // Replies can arrive while this loop runs: time each read.
+            now = Instant::now();
             self.stats.rx_bytes += n as u64;
             self.shared.rx_bytes.fetch_add(n as u64, Relaxed);
             let mut data = &buffer[..n];

@@ -362,6 +362,9 @@ impl Progress {
 /// What the main thread learned besides the workers' stats.
 struct RunInfo {
     elapsed: Duration,
+    /// Wall time over which CPU seconds were counted: the measured part
+    /// of the run, or the whole run in idle mode (logins cost CPU too).
+    cpu_window: Duration,
     loadgen_cpu_s: Option<f64>,
     server_before: Option<procfs::TreeSample>,
     server_after: Option<procfs::TreeSample>,
@@ -417,14 +420,14 @@ fn run(options: &Options) -> Result<(Stats, RunInfo), LoadgenError> {
     };
     let shared = Shared::new(options.count);
     let threads = options.threads;
-    let server_before = options.server_pid.and_then(procfs::sample_tree);
+    let mut server_before = options.server_pid.and_then(procfs::sample_tree);
     if options.server_pid.is_some() && server_before.is_none() {
         return Err(LoadgenError::Setup(format!(
             "--server-pid {}: no such process readable in /proc",
             options.server_pid.unwrap_or(0)
         )));
     }
-    let cpu_before = procfs::cpu_seconds("self");
+    let mut cpu_before = procfs::cpu_seconds("self");
     let start = Instant::now();
     let idle_target = (options.mode == Mode::Idle).then_some(options.connections);
     let mut progress = Progress {
@@ -500,6 +503,8 @@ fn run(options: &Options) -> Result<(Stats, RunInfo), LoadgenError> {
                 );
                 shared.epoch.fetch_add(1, Relaxed);
                 measure_start = Instant::now();
+                server_before = options.server_pid.and_then(procfs::sample_tree);
+                cpu_before = procfs::cpu_seconds("self");
             }
             let end = options.duration.map_or(far, |d| measure_start + d);
             wait_until(end, &mut progress, &shared, None, &all_done);
@@ -516,6 +521,11 @@ fn run(options: &Options) -> Result<(Stats, RunInfo), LoadgenError> {
             .collect()
     });
     let elapsed = measure_start.elapsed();
+    let cpu_window = if options.mode == Mode::Idle {
+        start.elapsed()
+    } else {
+        elapsed
+    };
     if options.mode != Mode::Idle {
         server_after = options.server_pid.and_then(procfs::sample_tree);
     }
@@ -532,6 +542,7 @@ fn run(options: &Options) -> Result<(Stats, RunInfo), LoadgenError> {
         total,
         RunInfo {
             elapsed,
+            cpu_window,
             loadgen_cpu_s,
             server_before,
             server_after,
@@ -624,8 +635,9 @@ fn text_report(options: &Options, stats: &Stats, info: &RunInfo) -> String {
     }
     let cpu_line = |cpu: f64| {
         format!(
-            "{cpu:.2}s ({:.0}% of one core)",
-            100.0 * cpu / secs.max(1e-9)
+            "{cpu:.2}s ({:.0}% of one core over {:.1}s)",
+            100.0 * cpu / info.cpu_window.as_secs_f64().max(1e-9),
+            info.cpu_window.as_secs_f64()
         )
     };
     let mut cpu = format!(
@@ -740,8 +752,9 @@ fn json_report(options: &Options, stats: &Stats, info: &RunInfo) -> String {
         &mut out,
         "cpu_s",
         format!(
-            "{{\"loadgen\":{},\"server\":{server_cpu}}}",
-            info.loadgen_cpu_s.map_or("null".into(), num)
+            "{{\"loadgen\":{},\"server\":{server_cpu},\"window_s\":{}}}",
+            info.loadgen_cpu_s.map_or("null".into(), num),
+            num(info.cpu_window.as_secs_f64())
         ),
     );
     if let Some((ready, failed, ramp)) = info.idle {

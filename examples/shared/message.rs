@@ -220,7 +220,7 @@ pub fn render(seed: u64, user_index: u64, user: &str, message: u64, size: usize)
             out.push(b'\n');
             continue;
         }
-        if line_number % 23 == 0 {
+        if line_number.is_multiple_of(23) {
             out.push(b'\n'); // paragraph break
             continue;
         }

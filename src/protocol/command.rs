@@ -11,7 +11,10 @@ pub enum Command<'a> {
     User(&'a str),
     /// Everything after `PASS ` verbatim: passwords may contain spaces.
     Pass(&'a [u8]),
-    Apop { user: &'a str, digest: &'a str },
+    Apop {
+        user: &'a str,
+        digest: &'a str,
+    },
     Quit,
     Stat,
     List(Option<u32>),
@@ -19,11 +22,17 @@ pub enum Command<'a> {
     Dele(u32),
     Noop,
     Rset,
-    Top { msg: u32, lines: u32 },
+    Top {
+        msg: u32,
+        lines: u32,
+    },
     Uidl(Option<u32>),
     Capa,
     Stls,
-    Auth { mechanism: Option<&'a str>, initial_response: Option<&'a str> },
+    Auth {
+        mechanism: Option<&'a str>,
+        initial_response: Option<&'a str>,
+    },
 }
 
 /// Why a line is not a valid command. `Display` is the text after `-ERR `.

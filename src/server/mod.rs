@@ -7,7 +7,10 @@ use std::fmt;
 #[derive(Debug)]
 pub enum ServerError {
     /// A listening socket could not be bound.
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     /// A backend refused its configuration or could not start.
     Backend(String),
     /// The event loop's own machinery failed (poll, waker, signals).
