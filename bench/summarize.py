@@ -75,8 +75,8 @@ def main(path):
         title, get, higher_better = METRICS.get(key, ("sessions/s", lambda r: r["sessions_per_s"], True))
         second_title, second = SECONDARY.get(key, ("", lambda r: None))
         print(f"\n### {scenario}\n")
-        print(f"| server | {title} median [min-max] | {second_title} | errors | runs | loadgen CPU % | server CPU % |")
-        print("|---|---|---|---|---|---|---|")
+        print(f"| server | {title} median [min-max] | {second_title} | errors | runs | loadgen CPU % | server CPU % | host load |")
+        print("|---|---|---|---|---|---|---|---|")
         medians = {}
         servers = sorted({s for sc, s in runs if sc == scenario},
                          key=lambda s: SERVER_ORDER.index(s) if s in SERVER_ORDER else 99)
@@ -98,7 +98,8 @@ def main(path):
                 errors = f"{errors} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})"
             lg, _ = spread([cpu_percent(r, "loadgen") for r in rs], "{:.0f}")
             sv, _ = spread([cpu_percent(r, "server") for r in rs], "{:.0f}")
-            print(f"| {server} | {text} | {text2} | {errors} | {len(rs)} | {lg} | {sv} |")
+            load, _ = spread([r.get("host_loadavg_1m") for r in rs], "{:.1f}")
+            print(f"| {server} | {text} | {text2} | {errors} | {len(rs)} | {lg} | {sv} | {load} |")
         base = medians.get("dovecot")
         if base:
             ratios = []

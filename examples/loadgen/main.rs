@@ -365,6 +365,9 @@ struct RunInfo {
     /// Wall time over which CPU seconds were counted: the measured part
     /// of the run, or the whole run in idle mode (logins cost CPU too).
     cpu_window: Duration,
+    /// Host load average at the end: other work on the machine skews
+    /// every figure, so the report says how busy it was.
+    host_load: Option<f64>,
     loadgen_cpu_s: Option<f64>,
     server_before: Option<procfs::TreeSample>,
     server_after: Option<procfs::TreeSample>,
@@ -543,6 +546,7 @@ fn run(options: &Options) -> Result<(Stats, RunInfo), LoadgenError> {
         RunInfo {
             elapsed,
             cpu_window,
+            host_load: procfs::load_average(),
             loadgen_cpu_s,
             server_before,
             server_after,
@@ -646,6 +650,9 @@ fn text_report(options: &Options, stats: &Stats, info: &RunInfo) -> String {
     );
     if let (Some(before), Some(after)) = (info.server_before, info.server_after) {
         let _ = write!(cpu, ", server {}", cpu_line(after.cpu_s - before.cpu_s));
+    }
+    if let Some(load) = info.host_load {
+        let _ = write!(cpu, "; host load average {load:.2}");
     }
     let _ = writeln!(out, "{cpu}");
     if let (Some(before), Some(after)) = (info.server_before, info.server_after) {
@@ -756,6 +763,11 @@ fn json_report(options: &Options, stats: &Stats, info: &RunInfo) -> String {
             info.loadgen_cpu_s.map_or("null".into(), num),
             num(info.cpu_window.as_secs_f64())
         ),
+    );
+    field(
+        &mut out,
+        "host_loadavg_1m",
+        info.host_load.map_or("null".into(), num),
     );
     if let Some((ready, failed, ramp)) = info.idle {
         field(

@@ -30,6 +30,17 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks as f64 / USER_HZ)
 }
 
+/// The 1-minute load average of the host. Benchmarks on a shared machine
+/// are only as good as the machine was quiet; this says how quiet it was.
+pub fn load_average() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// `pid` and all its descendants, found through the parent field of
 /// every process's stat file.
 pub fn process_tree(pid: u32) -> Vec<u32> {
@@ -115,6 +126,7 @@ mod tests {
         assert!(sample.processes >= 1);
         assert!(sample.rss_kib > 0);
         assert!(cpu_seconds("self").is_some());
+        assert!(load_average().is_some_and(|l| l >= 0.0));
         assert!(process_tree(pid).contains(&pid));
     }
 }
