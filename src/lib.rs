@@ -12,5 +12,6 @@
 
 pub mod backend;
 pub mod config;
+pub mod demo;
 pub mod protocol;
 pub mod server;

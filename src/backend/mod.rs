@@ -20,6 +20,7 @@ use std::fmt;
 
 pub mod maildir;
 pub mod passwd_file;
+pub mod plugin_host;
 pub mod registry;
 
 /// What authentication learned about a user, handed to the store.

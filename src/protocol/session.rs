@@ -1,17 +1,69 @@
-//! The POP3 session state machine. STUB: implementation pending.
+//! The POP3 session state machine (RFC 1939 section 3, RFC 2449).
+//!
+//! A [`Session`] takes one command line at a time and appends its reply to an
+//! output buffer the caller owns; it returns a [`Directive`] saying what the
+//! connection must do next. It performs no socket I/O: the server moves the
+//! session into a worker thread for each batch of lines (backend calls may
+//! block there) and back to its connection afterwards.
+//!
+//! States are enum variants holding only their own data. The TRANSACTION
+//! state owns the open maildrop; UPDATE is the single call to
+//! [`Maildrop::commit`] made by QUIT, so a session that ends any other way
+//! (dropped connection, timeout, shutdown) deletes nothing: dropping the
+//! maildrop releases it untouched.
+//!
+//! Multi-line replies (RETR, TOP, LIST, UIDL) are produced in bounded pieces:
+//! the first piece goes out with the status line, and while more remains the
+//! session answers [`Directive::MoreBody`]; the server calls
+//! [`Session::continue_body`] once the client has drained what was sent.
 
-use crate::backend::{Authenticator, Store};
+use crate::backend::{Authenticator, BackendError, Maildrop, MessageReader, Store, UserInfo};
+use crate::protocol::command::{self, Command};
+use crate::protocol::encoder::{BodyEncoder, Progress};
+use std::cell::RefCell;
+use std::fmt;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How much reply a single call aims to produce before handing control back,
+/// so one client's large message cannot make a worker build an unbounded
+/// buffer. The server writes this out before asking for more.
+pub const BODY_PIECE_TARGET: usize = 128 * 1024;
+
+/// Size of one read from a message reader (DESIGN.md: 64 KiB pulls).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Fixed replies the server sends on its own, outside any command (it knows
+/// no POP3 beyond these lines).
+pub mod canned {
+    /// Sent and then closed when a connection would exceed a limit.
+    pub const TOO_MANY_CONNECTIONS: &[u8] =
+        b"-ERR [SYS/TEMP] Too many connections, try again later\r\n";
+    /// Sent and then closed when an IP exceeds its connection share.
+    pub const TOO_MANY_FROM_IP: &[u8] =
+        b"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n";
+    /// Sent before closing an idle connection (RFC 1939 autologout timer).
+    pub const IDLE_TIMEOUT: &[u8] = b"-ERR Disconnected for inactivity\r\n";
+    /// Sent to every open connection when the server stops.
+    pub const SHUTTING_DOWN: &[u8] =
+        b"-ERR [SYS/TEMP] Server shutting down, nothing was deleted\r\n";
+}
+
 /// What a session needs from the server that created it, shared by all
 /// sessions.
 pub struct SessionEnv {
+    /// Checks USER/PASS credentials.
     pub auth: Arc<dyn Authenticator>,
+    /// Opens maildrops after a successful login.
     pub store: Arc<dyn Store>,
+    /// How long the server holds back the answer to a failed login. Applied
+    /// identically for unknown users and wrong passwords.
     pub auth_failure_delay: Duration,
-    pub hostname: String,
+    /// The IMPLEMENTATION capability (RFC 2449 6.9): name and version, so
+    /// an operator debugging a client knows what answered.
+    pub implementation: &'static str,
 }
 
 /// What the connection should do after writing the bytes a call appended.
@@ -30,13 +82,628 @@ pub enum Directive {
     Close,
 }
 
+/// Per-connection facts the session needs that only the server knows.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address, for the log.
+    pub addr: SocketAddr,
+    /// Whether plaintext passwords (USER/PASS) are acceptable on this
+    /// connection under the configured policy.
+    pub plaintext_auth_allowed: bool,
+}
+
+/// One client's POP3 session.
 pub struct Session {
-    _env: Arc<SessionEnv>,
+    /// Backends and settings shared by all sessions.
+    env: Arc<SessionEnv>,
+    /// Short id printed on every log line of this session.
+    id: u64,
+    /// Who is connected and what they may do.
+    peer: Peer,
+    /// The RFC 1939 state with the data only that state needs.
+    state: State,
+}
+
+enum State {
+    Authorization(Authorization),
+    Transaction(Box<Transaction>),
+    /// After QUIT (UPDATE done) or a fatal error; the connection is closing.
+    Finished,
+}
+
+#[derive(Default)]
+struct Authorization {
+    /// Name given by USER, waiting for PASS.
+    user: Option<String>,
+}
+
+struct Transaction {
+    /// Canonical name from the auth backend, for the log.
+    user: String,
+    /// The open, exclusively held maildrop.
+    maildrop: Box<dyn Maildrop>,
+    /// Marked for deletion by DELE, indexed by message number - 1.
+    deleted: Vec<bool>,
+    /// Number of `true` entries in `deleted`, kept so STAT is O(1).
+    deleted_count: usize,
+    /// Total wire size of messages marked deleted.
+    deleted_octets: u64,
+    /// Total wire size of the whole snapshot.
+    total_octets: u64,
+    /// A multi-line reply still being produced.
+    body: Option<Body>,
+    /// Counters for the logout line.
+    stats: Stats,
+}
+
+#[derive(Default, Debug)]
+struct Stats {
+    retr: u64,
+    retr_octets: u64,
+    top: u64,
+    dele: u64,
+}
+
+/// A multi-line reply in progress.
+enum Body {
+    /// RETR or TOP: a message streamed through the wire encoder.
+    Message {
+        reader: Box<dyn MessageReader>,
+        encoder: BodyEncoder,
+        /// Message number, for log lines about failures mid-stream.
+        number: usize,
+    },
+    /// LIST or UIDL without argument: one line per undeleted message.
+    Listing { kind: ListingKind, next: usize },
+}
+
+#[derive(Clone, Copy)]
+enum ListingKind {
+    Sizes,
+    Uids,
+}
+
+thread_local! {
+    /// One read buffer per worker thread rather than per connection, so an
+    /// idle connection holds no body buffer at all.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Formats a session id the way every log line shows it.
+#[derive(Clone, Copy)]
+struct Sid(u64);
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+fn ok(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(b"+OK");
+    if !text.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn err(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(b"-ERR ");
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn err_backend(out: &mut Vec<u8>, e: &BackendError, text: &str) {
+    out.extend_from_slice(b"-ERR ");
+    out.extend_from_slice(e.response_code().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 impl Session {
-    pub fn new(env: Arc<SessionEnv>, peer: SocketAddr, id: u64) -> Self {
-        let _ = (peer, id);
-        Session { _env: env }
+    /// A new session in the AUTHORIZATION state. Pure: no I/O happens until
+    /// the first command.
+    pub fn new(env: Arc<SessionEnv>, peer: Peer, id: u64) -> Self {
+        Session {
+            env,
+            id,
+            peer,
+            state: State::Authorization(Authorization::default()),
+        }
+    }
+
+    /// The greeting the server sends on connect.
+    pub fn greeting(&self, out: &mut Vec<u8>) {
+        ok(out, "POP3 server ready");
+    }
+
+    /// Whether the client has logged in (the server picks the idle timeout
+    /// from this).
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.state, State::Transaction(_))
+    }
+
+    /// Handles one command line (CRLF removed), appending the reply.
+    pub fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Directive {
+        let command = match command::parse(line) {
+            Ok(command) => command,
+            Err(e) => {
+                err(out, &e.to_string());
+                return Directive::Continue;
+            }
+        };
+        match &mut self.state {
+            State::Authorization(_) => self.authorization(command, out),
+            State::Transaction(_) => self.transaction(command, out),
+            State::Finished => {
+                err(out, "Session has ended");
+                Directive::Close
+            }
+        }
+    }
+
+    /// Answers a line that exceeded the length limit; the server has already
+    /// discarded it.
+    pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Directive {
+        err(out, "Line too long");
+        Directive::Continue
+    }
+
+    /// Ends the session without UPDATE (disconnect, timeout, shutdown):
+    /// releases the maildrop, deletes nothing, writes the logout line.
+    /// May block on the backend, so the server calls it on a worker.
+    pub fn abandon(mut self, reason: &str) {
+        if let State::Transaction(t) = std::mem::replace(&mut self.state, State::Finished) {
+            log::info!(
+                "session={} logout user={} reason={} retr={} retr_octets={} top={} dele={} deleted=0 (no QUIT, nothing deleted)",
+                Sid(self.id),
+                t.user,
+                reason,
+                t.stats.retr,
+                t.stats.retr_octets,
+                t.stats.top,
+                t.stats.dele,
+            );
+            // Dropping the maildrop releases it without deleting.
+            drop(t);
+        }
+    }
+
+    /// Whether dropping this session would touch a backend (an open
+    /// maildrop), so the server must hand it to a worker to drop.
+    pub fn holds_maildrop(&self) -> bool {
+        matches!(self.state, State::Transaction(_))
+    }
+
+    fn authorization(&mut self, command: Command<'_>, out: &mut Vec<u8>) -> Directive {
+        let State::Authorization(auth) = &mut self.state else {
+            return Directive::Continue;
+        };
+        match command {
+            Command::Capa => {
+                self.capabilities(out);
+                Directive::Continue
+            }
+            Command::Quit => {
+                ok(out, "Bye");
+                self.state = State::Finished;
+                Directive::Close
+            }
+            Command::User(name) => {
+                if !self.peer.plaintext_auth_allowed {
+                    err(
+                        out,
+                        "[AUTH] Plaintext authentication is not allowed on this connection; use STLS first",
+                    );
+                    return Directive::Continue;
+                }
+                auth.user = Some(name.to_owned());
+                // Same answer for every name: whether a user exists is not
+                // revealed before the password is checked.
+                ok(out, "Send your password");
+                Directive::Continue
+            }
+            Command::Pass(password) => {
+                let Some(user) = auth.user.take() else {
+                    err(out, "Send USER first");
+                    return Directive::Continue;
+                };
+                self.login(&user, password, out)
+            }
+            Command::Apop { .. } => {
+                err(out, "APOP is not enabled on this server");
+                Directive::Continue
+            }
+            Command::Auth { .. } => {
+                err(out, "No SASL mechanisms are offered; use USER and PASS");
+                Directive::Continue
+            }
+            Command::Stls => {
+                err(out, "TLS is not configured on this server");
+                Directive::Continue
+            }
+            Command::Stat
+            | Command::List(_)
+            | Command::Retr(_)
+            | Command::Dele(_)
+            | Command::Noop
+            | Command::Rset
+            | Command::Top { .. }
+            | Command::Uidl(_) => {
+                err(out, "Not logged in; use USER and PASS first");
+                Directive::Continue
+            }
+        }
+    }
+
+    fn login(&mut self, user: &str, password: &[u8], out: &mut Vec<u8>) -> Directive {
+        let sid = Sid(self.id);
+        let info: UserInfo = match self.env.auth.authenticate(user, password) {
+            Ok(info) => info,
+            Err(BackendError::Denied) => {
+                log::info!(
+                    "session={sid} login failed user={user:?} remote={}",
+                    self.peer.addr.ip()
+                );
+                err(out, "[AUTH] Authentication failed");
+                return Directive::Delay(self.env.auth_failure_delay);
+            }
+            Err(e) => {
+                log::warn!("session={sid} auth backend failed for user={user:?}: {e}");
+                err_backend(
+                    out,
+                    &e,
+                    "Authentication is temporarily unavailable, try again later",
+                );
+                return Directive::Continue;
+            }
+        };
+        let maildrop = match self.env.store.open(&info) {
+            Ok(maildrop) => maildrop,
+            Err(e) => {
+                let text = match e {
+                    BackendError::InUse(_) => "Maildrop is in use by another session",
+                    BackendError::PermFail(_) => {
+                        "Maildrop cannot be opened; contact the administrator"
+                    }
+                    _ => "Maildrop is temporarily unavailable, try again later",
+                };
+                log::warn!(
+                    "session={sid} cannot open maildrop of user={}: {e}",
+                    info.name
+                );
+                err_backend(out, &e, text);
+                return Directive::Continue;
+            }
+        };
+        let count = maildrop.messages().len();
+        let total_octets = maildrop.messages().iter().map(|m| m.wire_size).sum();
+        log::info!(
+            "session={sid} login user={} method=USER remote={} messages={count} octets={total_octets}",
+            info.name,
+            self.peer.addr.ip(),
+        );
+        let _ = write!(
+            out,
+            "+OK Logged in, {count} messages ({total_octets} octets)\r\n"
+        );
+        self.state = State::Transaction(Box::new(Transaction {
+            user: info.name,
+            maildrop,
+            deleted: vec![false; count],
+            deleted_count: 0,
+            deleted_octets: 0,
+            total_octets,
+            body: None,
+            stats: Stats::default(),
+        }));
+        Directive::Continue
+    }
+
+    fn capabilities(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"+OK Capability list follows\r\nTOP\r\nUIDL\r\n");
+        if self.peer.plaintext_auth_allowed {
+            out.extend_from_slice(b"USER\r\n");
+        }
+        out.extend_from_slice(b"RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+        let _ = write!(out, "IMPLEMENTATION {}\r\n.\r\n", self.env.implementation);
+    }
+
+    fn transaction(&mut self, command: Command<'_>, out: &mut Vec<u8>) -> Directive {
+        if matches!(command, Command::Capa) {
+            self.capabilities(out);
+            return Directive::Continue;
+        }
+        let sid = Sid(self.id);
+        let State::Transaction(t) = &mut self.state else {
+            return Directive::Continue;
+        };
+        match command {
+            Command::Stat => {
+                let _ = write!(
+                    out,
+                    "+OK {} {}\r\n",
+                    t.deleted.len() - t.deleted_count,
+                    t.total_octets - t.deleted_octets
+                );
+                Directive::Continue
+            }
+            Command::List(Some(n)) => {
+                if let Some(i) = t.visible(n, out) {
+                    let size = t.maildrop.messages()[i].wire_size;
+                    let _ = write!(out, "+OK {n} {size}\r\n");
+                }
+                Directive::Continue
+            }
+            Command::Uidl(Some(n)) => {
+                if let Some(i) = t.visible(n, out) {
+                    let _ = write!(out, "+OK {n} {}\r\n", t.maildrop.messages()[i].uid);
+                }
+                Directive::Continue
+            }
+            Command::List(None) => {
+                let _ = write!(
+                    out,
+                    "+OK {} messages ({} octets)\r\n",
+                    t.deleted.len() - t.deleted_count,
+                    t.total_octets - t.deleted_octets
+                );
+                t.body = Some(Body::Listing {
+                    kind: ListingKind::Sizes,
+                    next: 0,
+                });
+                t.pump(sid, out)
+            }
+            Command::Uidl(None) => {
+                ok(out, "Unique-ID listing follows");
+                t.body = Some(Body::Listing {
+                    kind: ListingKind::Uids,
+                    next: 0,
+                });
+                t.pump(sid, out)
+            }
+            Command::Retr(n) => {
+                let Some(i) = t.visible(n, out) else {
+                    return Directive::Continue;
+                };
+                let Some(reader) = t.open(sid, i, out) else {
+                    return Directive::Continue;
+                };
+                let size = t.maildrop.messages()[i].wire_size;
+                let _ = write!(out, "+OK {size} octets\r\n");
+                t.stats.retr += 1;
+                t.stats.retr_octets += size;
+                t.body = Some(Body::Message {
+                    reader,
+                    encoder: BodyEncoder::full(),
+                    number: i + 1,
+                });
+                t.pump(sid, out)
+            }
+            Command::Top { msg, lines } => {
+                let Some(i) = t.visible(msg, out) else {
+                    return Directive::Continue;
+                };
+                let Some(reader) = t.open(sid, i, out) else {
+                    return Directive::Continue;
+                };
+                ok(out, "Top of message follows");
+                t.stats.top += 1;
+                t.body = Some(Body::Message {
+                    reader,
+                    encoder: BodyEncoder::top(lines),
+                    number: i + 1,
+                });
+                t.pump(sid, out)
+            }
+            Command::Dele(n) => {
+                if let Some(i) = t.visible(n, out) {
+                    t.deleted[i] = true;
+                    t.deleted_count += 1;
+                    t.deleted_octets += t.maildrop.messages()[i].wire_size;
+                    t.stats.dele += 1;
+                    let _ = write!(out, "+OK Message {n} deleted\r\n");
+                }
+                Directive::Continue
+            }
+            Command::Noop => {
+                ok(out, "");
+                Directive::Continue
+            }
+            Command::Rset => {
+                t.deleted.iter_mut().for_each(|d| *d = false);
+                t.deleted_count = 0;
+                t.deleted_octets = 0;
+                let _ = write!(
+                    out,
+                    "+OK Maildrop has {} messages ({} octets)\r\n",
+                    t.deleted.len(),
+                    t.total_octets
+                );
+                Directive::Continue
+            }
+            Command::Quit => self.update(out),
+            Command::User(_) | Command::Pass(_) | Command::Apop { .. } | Command::Auth { .. } => {
+                err(out, "Already logged in");
+                Directive::Continue
+            }
+            Command::Stls => {
+                err(out, "STLS is only allowed before login");
+                Directive::Continue
+            }
+            Command::Capa => Directive::Continue,
+        }
+    }
+
+    /// QUIT in TRANSACTION: the UPDATE state.
+    fn update(&mut self, out: &mut Vec<u8>) -> Directive {
+        let State::Transaction(t) = std::mem::replace(&mut self.state, State::Finished) else {
+            return Directive::Close;
+        };
+        let t = *t;
+        let doomed: Vec<usize> = t
+            .deleted
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &d)| d.then_some(i))
+            .collect();
+        let remaining = t.deleted.len() - doomed.len();
+        let result = t.maildrop.commit(&doomed);
+        let outcome = match &result {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("failed: {e}"),
+        };
+        log::info!(
+            "session={} logout user={} reason=quit retr={} retr_octets={} top={} dele={} deleted={} update={}",
+            Sid(self.id),
+            t.user,
+            t.stats.retr,
+            t.stats.retr_octets,
+            t.stats.top,
+            t.stats.dele,
+            if result.is_ok() { doomed.len() } else { 0 },
+            outcome
+        );
+        match result {
+            Ok(()) => {
+                let _ = write!(
+                    out,
+                    "+OK Bye, {} messages deleted, {remaining} left\r\n",
+                    doomed.len()
+                );
+            }
+            Err(e) => err_backend(
+                out,
+                &e,
+                "Some deleted messages could not be removed; they will reappear",
+            ),
+        }
+        Directive::Close
+    }
+
+    /// Produces the next piece of a multi-line reply.
+    pub fn continue_body(&mut self, out: &mut Vec<u8>) -> Directive {
+        let sid = Sid(self.id);
+        match &mut self.state {
+            State::Transaction(t) => t.pump(sid, out),
+            _ => Directive::Continue,
+        }
+    }
+}
+
+impl Transaction {
+    /// Maps a message number to an index if that message exists and is not
+    /// deleted; otherwise answers `-ERR` itself.
+    fn visible(&self, n: u32, out: &mut Vec<u8>) -> Option<usize> {
+        let i = (n as usize).checked_sub(1)?;
+        match self.deleted.get(i) {
+            Some(false) => Some(i),
+            Some(true) => {
+                let _ = write!(out, "-ERR Message {n} is deleted\r\n");
+                None
+            }
+            None => {
+                let _ = write!(out, "-ERR No such message {n}\r\n");
+                None
+            }
+        }
+    }
+
+    fn open(&mut self, sid: Sid, i: usize, out: &mut Vec<u8>) -> Option<Box<dyn MessageReader>> {
+        match self.maildrop.open_message(i) {
+            Ok(reader) => Some(reader),
+            Err(e) => {
+                log::warn!(
+                    "session={sid} user={} cannot open message {}: {e}",
+                    self.user,
+                    i + 1
+                );
+                let text = match e {
+                    BackendError::NotFound(_) => "Message has vanished from the maildrop",
+                    _ => "Message cannot be read right now",
+                };
+                err_backend(out, &e, text);
+                None
+            }
+        }
+    }
+
+    /// Appends up to about [`BODY_PIECE_TARGET`] bytes of the body in
+    /// progress.
+    fn pump(&mut self, sid: Sid, out: &mut Vec<u8>) -> Directive {
+        let Some(body) = self.body.as_mut() else {
+            return Directive::Continue;
+        };
+        let finished = match body {
+            Body::Listing { kind, next } => {
+                let messages = self.maildrop.messages();
+                while *next < messages.len() && out.len() < BODY_PIECE_TARGET {
+                    let i = *next;
+                    *next += 1;
+                    if self.deleted[i] {
+                        continue;
+                    }
+                    let _ = match kind {
+                        ListingKind::Sizes => {
+                            write!(out, "{} {}\r\n", i + 1, messages[i].wire_size)
+                        }
+                        ListingKind::Uids => write!(out, "{} {}\r\n", i + 1, messages[i].uid),
+                    };
+                }
+                if *next >= messages.len() {
+                    out.extend_from_slice(b".\r\n");
+                    true
+                } else {
+                    false
+                }
+            }
+            Body::Message {
+                reader,
+                encoder,
+                number,
+            } => {
+                let step = READ_BUF.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    while out.len() < BODY_PIECE_TARGET {
+                        let n = reader.read(&mut buf)?;
+                        if n == 0 {
+                            return Ok(true);
+                        }
+                        if encoder.encode(&buf[..n], out) == Progress::Done {
+                            return Ok(true);
+                        }
+                    }
+                    Ok(false)
+                });
+                match step {
+                    Ok(true) => {
+                        encoder.finish(out);
+                        true
+                    }
+                    Ok(false) => false,
+                    Err(e) => {
+                        // The status line already said +OK; the only honest
+                        // signal left is to cut the connection so the client
+                        // sees an unterminated reply instead of a short
+                        // message.
+                        let e: BackendError = e;
+                        log::error!(
+                            "session={sid} user={} reading message {number} failed mid-stream, closing: {e}",
+                            self.user
+                        );
+                        self.body = None;
+                        return Directive::Close;
+                    }
+                }
+            }
+        };
+        if finished {
+            self.body = None;
+            Directive::Continue
+        } else {
+            Directive::MoreBody
+        }
     }
 }

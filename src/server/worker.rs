@@ -1,0 +1,151 @@
+//! The worker pool: threads that run sessions, where blocking is allowed.
+//!
+//! The event loop sends a [`Job`] carrying a connection's session, its
+//! queued lines and its (empty) output buffer; a worker runs the lines in
+//! order, then sends everything back in a [`Done`] and wakes the loop.
+//! Wake-ups are coalesced: a worker only pokes the [`mio::Waker`] when the
+//! loop has drained every earlier completion, so a busy server makes one
+//! wake-up syscall per loop turn, not one per reply.
+
+use super::framer::{Line, LineBatch};
+use crate::protocol::session::BODY_PIECE_TARGET;
+use crate::protocol::{Directive, Session};
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Identifies a connection across slot reuse: a result for a connection that
+/// has since closed (and whose slot was reused) is recognised as stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnId {
+    pub slot: usize,
+    pub generation: u64,
+}
+
+/// Work for a worker.
+pub enum Job {
+    /// Handle queued command lines in order.
+    Lines {
+        conn: ConnId,
+        session: Box<Session>,
+        lines: LineBatch,
+        out: Vec<u8>,
+    },
+    /// Produce the next piece of a multi-line reply.
+    Body {
+        conn: ConnId,
+        session: Box<Session>,
+        out: Vec<u8>,
+    },
+    /// The connection is gone: release the session's maildrop without
+    /// deleting anything.
+    Abandon {
+        session: Box<Session>,
+        reason: &'static str,
+    },
+}
+
+/// A finished job, back to the event loop.
+pub struct Done {
+    pub conn: ConnId,
+    pub session: Box<Session>,
+    /// Reply bytes to send.
+    pub out: Vec<u8>,
+    /// Lines not handled yet because the directive stopped the batch; they
+    /// go back to the head of the connection's queue.
+    pub unhandled: LineBatch,
+    pub directive: Directive,
+}
+
+/// Wakes the event loop at most once per drain.
+pub struct Notifier {
+    waker: mio::Waker,
+    /// Set when a wake-up is on its way and the loop has not yet drained.
+    pending: AtomicBool,
+}
+
+impl Notifier {
+    pub fn new(waker: mio::Waker) -> Self {
+        Notifier {
+            waker,
+            pending: AtomicBool::new(false),
+        }
+    }
+
+    fn notify(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake the event loop: {e}");
+            }
+        }
+    }
+
+    /// Called by the loop before it drains completions, so a completion sent
+    /// after this point wakes it again.
+    pub fn rearm(&self) {
+        self.pending.store(false, Ordering::Release);
+    }
+}
+
+/// Runs jobs until the job channel closes.
+pub fn run(jobs: Receiver<Job>, done: Sender<Done>, notifier: Arc<Notifier>) {
+    for job in jobs {
+        let result = match job {
+            Job::Lines {
+                conn,
+                mut session,
+                mut lines,
+                mut out,
+            } => {
+                let (handled, directive) = handle_lines(&mut session, &lines, &mut out);
+                lines.consume(handled);
+                Done {
+                    conn,
+                    session,
+                    out,
+                    unhandled: lines,
+                    directive,
+                }
+            }
+            Job::Body {
+                conn,
+                mut session,
+                mut out,
+            } => {
+                let directive = session.continue_body(&mut out);
+                Done {
+                    conn,
+                    session,
+                    out,
+                    unhandled: LineBatch::default(),
+                    directive,
+                }
+            }
+            Job::Abandon { session, reason } => {
+                session.abandon(reason);
+                continue;
+            }
+        };
+        if done.send(result).is_err() {
+            // The loop has gone away (shutdown); nothing left to answer.
+            return;
+        }
+        notifier.notify();
+    }
+}
+
+/// Handles lines until one needs the connection's attention (a delay, a
+/// body to stream, a close) or the output is large enough to send.
+fn handle_lines(session: &mut Session, lines: &LineBatch, out: &mut Vec<u8>) -> (usize, Directive) {
+    for i in 0..lines.len() {
+        let directive = match lines.get(i) {
+            Some(Line::Text(text)) => session.handle_line(text, out),
+            Some(Line::TooLong) => session.line_too_long(out),
+            None => Directive::Continue,
+        };
+        if directive != Directive::Continue || out.len() >= BODY_PIECE_TARGET {
+            return (i + 1, directive);
+        }
+    }
+    (lines.len(), Directive::Continue)
+}
