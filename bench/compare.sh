@@ -138,10 +138,12 @@ start_server() {
     case $name in
         dovecot)
             : > "$DOVECOT_DIR/dovecot.log"
+            : > "$DOVECOT_DIR/dovecot-info.log"
             taskset -c "$SERVER_CPU" dovecot -F -c "$DOVECOT_DIR/dovecot.conf" \
                 >> "$DOVECOT_DIR/stdout.log" 2>&1 &
             ;;
         pop3d)
+            # Its default log level (info: a line per login and logout).
             env -u RUST_LOG taskset -c "$SERVER_CPU" "$POP3D_BIN" --config "$POP3D_CONF" \
                 > "$BENCH_DIR/pop3d.log" 2>&1 &
             ;;

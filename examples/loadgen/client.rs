@@ -629,6 +629,9 @@ impl<'a> Worker<'a> {
             self.stats.commands += 1;
             self.shared.commands.fetch_add(1, Relaxed);
         }
+        if !reply.ok {
+            self.stats.sample(&err_reply_kind(op), &reply.text);
+        }
         let mut errors: Vec<String> = Vec::new();
         if reply.bare_lf {
             errors.push("bare_lf".into());
@@ -699,6 +702,16 @@ fn flush(conn: &mut Conn) -> Result<(), String> {
     Ok(())
 }
 
+/// The error kind of a -ERR reply to `op`.
+fn err_reply_kind(op: Op) -> String {
+    let name = if op == Op::Connect {
+        "greeting"
+    } else {
+        op.name()
+    };
+    format!("err_reply_{name}")
+}
+
 /// The session script: checks a reply and decides what comes next.
 /// Non-fatal findings go into `errors`.
 fn next_step(
@@ -708,23 +721,13 @@ fn next_step(
     reply: &Reply,
     errors: &mut Vec<String>,
 ) -> Next {
-    let err_kind = |op: Op| {
-        format!(
-            "err_reply_{}",
-            if op == Op::Connect {
-                "greeting"
-            } else {
-                op.name()
-            }
-        )
-    };
     if !reply.ok {
         match op {
             // The session cannot go on without these.
             Op::Connect | Op::User | Op::Pass | Op::Stat | Op::Uidl | Op::List | Op::Quit => {
-                return Next::Abort(err_kind(op));
+                return Next::Abort(err_reply_kind(op));
             }
-            _ => errors.push(err_kind(op)),
+            _ => errors.push(err_reply_kind(op)),
         }
     }
     match op {

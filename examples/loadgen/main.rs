@@ -636,6 +636,9 @@ fn text_report(options: &Options, stats: &Stats, info: &RunInfo) -> String {
             stats.error_total(),
             list.join(", ")
         );
+        for (kind, text) in &stats.samples {
+            let _ = writeln!(out, "  first {kind}: {text}");
+        }
     }
     let cpu_line = |cpu: f64| {
         format!(
@@ -731,6 +734,16 @@ fn json_report(options: &Options, stats: &Stats, info: &RunInfo) -> String {
         .map(|(k, v)| format!("{}:{v}", json_string(k)))
         .collect();
     field(&mut out, "errors", format!("{{{}}}", errors.join(",")));
+    let samples: Vec<String> = stats
+        .samples
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
+        .collect();
+    field(
+        &mut out,
+        "error_samples",
+        format!("{{{}}}", samples.join(",")),
+    );
     let latencies: Vec<String> = Op::ALL
         .iter()
         .filter(|op| stats.latency(**op).count() > 0)

@@ -166,8 +166,11 @@ pub struct Stats {
     pub retr_octets: u64,
     /// Latency per [`Op`], indexed by `Op as usize`.
     pub latency: Vec<Histogram>,
-    /// Error counts by kind name (see `ErrorKind` in client.rs).
+    /// Error counts by kind name (see `next_step` in client.rs).
     pub errors: BTreeMap<String, u64>,
+    /// The first -ERR text per error kind: "err_reply_PASS 6" says little,
+    /// "[SYS/TEMP] ..." says where to look.
+    pub samples: BTreeMap<String, String>,
 }
 
 impl Stats {
@@ -180,6 +183,7 @@ impl Stats {
             retr_octets: 0,
             latency: (0..Op::ALL.len()).map(|_| Histogram::new()).collect(),
             errors: BTreeMap::new(),
+            samples: BTreeMap::new(),
         }
     }
 
@@ -193,6 +197,13 @@ impl Stats {
 
     pub fn error(&mut self, kind: String) {
         *self.errors.entry(kind).or_insert(0) += 1;
+    }
+
+    pub fn sample(&mut self, kind: &str, text: &[u8]) {
+        if !self.samples.contains_key(kind) {
+            let text = String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned();
+            self.samples.insert(kind.to_string(), text);
+        }
     }
 
     pub fn error_total(&self) -> u64 {
@@ -210,6 +221,11 @@ impl Stats {
         }
         for (kind, count) in &other.errors {
             *self.errors.entry(kind.clone()).or_insert(0) += count;
+        }
+        for (kind, text) in &other.samples {
+            self.samples
+                .entry(kind.clone())
+                .or_insert_with(|| text.clone());
         }
     }
 }
