@@ -32,6 +32,25 @@ SECONDARY = {
     "S5": ("NOOP p99 ms", lambda r: r["latency_ms"].get("NOOP", {}).get("p99")),
 }
 
+def per(numerator_scale, denominator):
+    """Server CPU per unit of work: steadier than throughput on a busy host,
+    because waiting for a CPU costs time but not CPU."""
+    def get(r):
+        cpu = (r.get("cpu_s") or {}).get("server")
+        units = denominator(r)
+        return None if cpu is None or not units else cpu * numerator_scale / units
+    return get
+
+
+# scenario prefix -> (title, getter) for the server's CPU cost per unit.
+COST = {
+    "S1": ("server CPU ms/session", per(1e3, lambda r: r["sessions_ok"])),
+    "S2": ("server CPU ms/login", per(1e3, lambda r: r["sessions_ok"])),
+    "S3": ("server CPU s/GB", per(1e3, lambda r: r["retr_mb_per_s"] * r["elapsed_s"])),
+    "S4": ("server CPU ms/login", per(1e3, lambda r: (r.get("idle") or {}).get("ready"))),
+    "S5": ("server CPU us/NOOP", per(1e6, lambda r: r["commands"])),
+}
+
 SERVER_ORDER = ["pop3d", "dovecot", "null"]
 
 
@@ -57,6 +76,31 @@ def fmt_for(value):
     return "{:.3f}" if value is not None and abs(value) < 10 else "{:.1f}"
 
 
+def headline(runs, scenarios):
+    """One line per scenario: the headline metric's median per server."""
+    servers = sorted({s for _, s in runs}, key=lambda s: SERVER_ORDER.index(s) if s in SERVER_ORDER else 99)
+    print("| scenario | metric | " + " | ".join(servers) + " | " +
+          " | ".join(f"{s}/dovecot" for s in servers if s != "dovecot") + " |")
+    print("|---|---|" + "---|" * (len(servers) + len([s for s in servers if s != "dovecot"])))
+    rows = []
+    for scenario in scenarios:
+        title, get, _ = METRICS.get(scenario[:2], ("sessions/s", lambda r: r["sessions_per_s"], True))
+        rows.append((scenario, title, get))
+        if scenario[:2] in COST:
+            cost_title, cost = COST[scenario[:2]]
+            rows.append((scenario, cost_title, cost))
+    for scenario, title, get in rows:
+        medians = {}
+        for server in servers:
+            values = [v for v in (get(r) for r in runs.get((scenario, server), [])) if v is not None]
+            medians[server] = statistics.median(values) if values else None
+        cells = [fmt_for(m).format(m) if m is not None else "n/a" for m in medians.values()]
+        base = medians.get("dovecot")
+        ratios = [f"{medians[s] / base:.3g}x" if base and medians[s] is not None else "n/a"
+                  for s in servers if s != "dovecot"]
+        print(f"| {scenario} | {title} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+
+
 def main(path):
     runs = defaultdict(list)
     with open(path, encoding="utf-8") as f:
@@ -69,14 +113,18 @@ def main(path):
             if len(parts) < 2:
                 continue
             runs[(parts[1], parts[0])].append(r)
-    scenarios = sorted({s for s, _ in runs}, key=lambda s: (s[:2], s))
+    # In the order compare.sh ran them.
+    scenarios = list(dict.fromkeys(s for s, _ in runs))
+    headline(runs, scenarios)
     for scenario in scenarios:
         key = scenario[:2]
         title, get, higher_better = METRICS.get(key, ("sessions/s", lambda r: r["sessions_per_s"], True))
         second_title, second = SECONDARY.get(key, ("", lambda r: None))
         print(f"\n### {scenario}\n")
-        print(f"| server | {title} median [min-max] | {second_title} | errors | runs | loadgen CPU % | server CPU % | host load |")
-        print("|---|---|---|---|---|---|---|---|")
+        cost_title, cost = COST.get(key, ("server CPU", lambda r: None))
+        print(f"| server | {title} median [min-max] | {second_title} | {cost_title} | errors | runs "
+              "| loadgen CPU % | server CPU % | host load |")
+        print("|---|---|---|---|---|---|---|---|---|")
         medians = {}
         servers = sorted({s for sc, s in runs if sc == scenario},
                          key=lambda s: SERVER_ORDER.index(s) if s in SERVER_ORDER else 99)
@@ -98,8 +146,10 @@ def main(path):
                 errors = f"{errors} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})"
             lg, _ = spread([cpu_percent(r, "loadgen") for r in rs], "{:.0f}")
             sv, _ = spread([cpu_percent(r, "server") for r in rs], "{:.0f}")
+            costs = [cost(r) for r in rs]
+            cost_text, _ = spread(costs, fmt_for(next((v for v in costs if v is not None), None)))
             load, _ = spread([r.get("host_loadavg_1m") for r in rs], "{:.1f}")
-            print(f"| {server} | {text} | {text2} | {errors} | {len(rs)} | {lg} | {sv} | {load} |")
+            print(f"| {server} | {text} | {text2} | {cost_text} | {errors} | {len(rs)} | {lg} | {sv} | {load} |")
         base = medians.get("dovecot")
         if base:
             ratios = []
