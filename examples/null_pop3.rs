@@ -35,10 +35,15 @@ use std::process::ExitCode;
 /// Deliberate mistakes, for testing the load generator.
 #[derive(Default, Clone, Copy)]
 struct Faults {
+    /// LIST and STAT sizes one octet larger than what RETR sends.
     list_size: bool,
+    /// RETR bodies sent without doubling leading dots.
     no_dot_stuffing: bool,
+    /// RETR bodies with LF line ends.
     bare_lf: bool,
+    /// STAT counts one message more than LIST lists.
     stat_count: bool,
+    /// Every UIDL is the same string.
     uidl_dup: bool,
 }
 
@@ -63,6 +68,7 @@ enum Segment {
 
 /// One client.
 struct Conn {
+    /// The client socket.
     stream: TcpStream,
     /// Received bytes not yet ending in LF.
     input: Vec<u8>,
@@ -78,13 +84,19 @@ struct Conn {
 const MAX_COMMAND: usize = 8192;
 
 struct Server {
+    /// Rendered once at start; every connection serves from them.
     maildrops: Vec<Maildrop>,
+    /// Deliberate mistakes to make.
     faults: Faults,
+    /// The one readiness queue.
     poll: Poll,
+    /// The listening socket (token 0).
     listener: TcpListener,
+    /// Connections by token - 1; None marks a free slot.
     conns: Vec<Option<Conn>>,
     /// Free indices in `conns`.
     free: Vec<usize>,
+    /// One read buffer for every connection.
     buffer: Vec<u8>,
 }
 

@@ -99,9 +99,13 @@ pub struct Shared {
     /// Sessions (full, login) or commands (retr, noop) still to start;
     /// i64::MAX when the run is bounded by time only.
     pub budget: AtomicI64,
+    /// Sessions completed, for the progress line's rate.
     pub sessions: AtomicU64,
+    /// Commands answered, for the progress line's rate.
     pub commands: AtomicU64,
+    /// Bytes received, for the progress line's MB/s.
     pub rx_bytes: AtomicU64,
+    /// Errors counted, so a failing run shows it while it runs.
     pub errors: AtomicU64,
     /// Connections open right now.
     pub open: AtomicI64,
@@ -210,9 +214,13 @@ const READ_BUFFER: usize = 256 * 1024;
 
 /// One thread's event loop and connections.
 pub struct Worker<'a> {
+    /// The run's settings.
     plan: &'a Plan,
+    /// Progress counters and the main thread's flags.
     shared: &'a Shared,
+    /// This thread's own readiness queue: threads share nothing but atomics.
     poll: Poll,
+    /// This thread's connections; the slot index is the token's low bits.
     slots: Vec<Slot>,
     /// Generation per slot, for stale-event detection.
     generations: Vec<usize>,
@@ -225,8 +233,11 @@ pub struct Worker<'a> {
     /// One read buffer for all connections: memory per connection stays
     /// small however many there are.
     buffer: Vec<u8>,
+    /// What this thread measured, merged by the main thread at the end.
     stats: Stats,
+    /// The warm-up epoch `stats` belongs to.
     epoch: u64,
+    /// The stop flag was seen: start no new sessions, QUIT idle ones.
     stopping: bool,
 }
 

@@ -94,24 +94,40 @@ struct Options {
     server: SocketAddr,
     /// Path of the user:password file.
     users_file: String,
+    /// What each session does.
     mode: Mode,
+    /// Concurrent connections, all threads together.
     connections: usize,
+    /// Event-loop threads; one drives thousands of connections, more help
+    /// only when the load generator itself becomes the bottleneck.
     threads: usize,
     /// Time bound; None when only a count bounds the run.
     duration: Option<Duration>,
     /// Session or command budget.
     count: Option<u64>,
+    /// Time measured and then discarded: caches and pools fill up first.
     warmup: Duration,
+    /// Full sessions retrieve only the first K messages when set.
     retr_limit: Option<usize>,
+    /// What full sessions do after retrieving.
     dele: Dele,
+    /// The message retr mode retrieves.
     retr_message: usize,
+    /// Longest wait for a reply before the session counts as failed.
     timeout: Duration,
+    /// Allow concurrent logins as the same user.
     share_users: bool,
+    /// Idle mode: logins in flight at once per thread.
     login_burst: usize,
+    /// Idle mode: longest wait for all connections to log in.
     ramp_timeout: Duration,
+    /// Server process (tree) whose CPU and memory are reported.
     server_pid: Option<u32>,
+    /// Free text carried into the JSON line, to tell runs apart.
     label: String,
+    /// One JSON line instead of the text report, for scripts.
     json: bool,
+    /// No progress line, for scripts.
     quiet: bool,
 }
 
@@ -315,9 +331,14 @@ fn short(value: f64) -> String {
 
 /// Prints a progress line every second until `done` says stop.
 struct Progress {
+    /// Print nothing (the counters still advance).
     quiet: bool,
+    /// Start of the run, for the elapsed-time column.
     start: Instant,
+    /// Time of the previous line: rates are per interval, not cumulative,
+    /// so a stall shows at once.
     last: Instant,
+    /// Counters at the previous line.
     last_sessions: u64,
     last_commands: u64,
     last_rx: u64,
@@ -361,6 +382,7 @@ impl Progress {
 
 /// What the main thread learned besides the workers' stats.
 struct RunInfo {
+    /// Measured wall time (after warm-up; the hold time in idle mode).
     elapsed: Duration,
     /// Wall time over which CPU seconds were counted: the measured part
     /// of the run, or the whole run in idle mode (logins cost CPU too).
@@ -368,8 +390,13 @@ struct RunInfo {
     /// Host load average at the end: other work on the machine skews
     /// every figure, so the report says how busy it was.
     host_load: Option<f64>,
+    /// This process's CPU seconds over `cpu_window`: the load generator
+    /// must not be the bottleneck, and this shows whether it was.
     loadgen_cpu_s: Option<f64>,
+    /// The server at the start of the window (before any connection in
+    /// idle mode).
     server_before: Option<procfs::TreeSample>,
+    /// The server at the end (with every idle connection open).
     server_after: Option<procfs::TreeSample>,
     /// Idle mode: connections logged in, failed, and how long it took.
     idle: Option<(u64, u64, Duration)>,

@@ -22,7 +22,7 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain spaces; fields
     // are counted from after its closing parenthesis (field 3, "state").
-    let after = &stat[stat.rfind(')')? + 2..];
+    let after = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     // utime, stime, cutime, cstime are fields 14..=17, i.e. 11..=14 here.
@@ -59,7 +59,7 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
             };
             let parent = stat
                 .rfind(')')
-                .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
+                .and_then(|i| stat.get(i + 2..)?.split_whitespace().nth(1))
                 .and_then(|p| p.parse::<u32>().ok());
             if let Some(parent) = parent {
                 children.entry(parent).or_default().push(child);
