@@ -12,6 +12,9 @@
 //! small scanner over the text (`SourceMap`) finds where each key was written
 //! to point the operator at the right line.
 //!
+//! [`dump`] goes the other way: it prints a parsed configuration with every
+//! default filled in (`pop3d dump-config`).
+//!
 //! ```
 //! let text = r#"(
 //!     auth:  (plugin: "passwd-file", config: (path: "/etc/pop3d/passwd")),
@@ -22,10 +25,14 @@
 //! assert!(err.to_string().starts_with("pop3d.ron:4:14: idle_timeout_secs is 60"));
 //! ```
 
+use ron::value::RawValue;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+mod dump;
+pub use dump::{dump, DumpError, DumpMode};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -106,6 +113,10 @@ pub struct Limits {
     /// Command lines read ahead of the one being handled (pipelining); when
     /// full the server stops reading from that client.
     pub max_pipelined_lines: usize,
+    /// Seconds a client may take to finish the TLS handshake (implicit TLS
+    /// or after STLS), so half-open handshakes cannot hold connections and
+    /// their buffers for the whole login timeout.
+    pub tls_handshake_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -117,6 +128,7 @@ impl Default for Limits {
             login_timeout_secs: 60,
             auth_failure_delay_ms: 2000,
             max_pipelined_lines: 128,
+            tls_handshake_timeout_secs: 10,
         }
     }
 }
@@ -126,13 +138,16 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSection {
-    /// A built-in backend name (`passwd-file`, `maildir`) or the path of a
-    /// shared library exporting a pop3d plugin.
+    /// A built-in backend name (`passwd-file`, `checkpassword`, `maildir`)
+    /// or the path of a shared library exporting a pop3d plugin.
     pub plugin: String,
-    /// The backend's own settings, passed through uninterpreted so a plugin
-    /// can define its keys without pop3d knowing them.
-    #[serde(default = "empty_map")]
-    pub config: ron::Value,
+    /// The backend's own settings, kept as the RON text the operator wrote
+    /// and handed to the plugin's `create` as is (`get_ron()`), so a plugin
+    /// can define its keys without pop3d knowing them. Raw text rather than
+    /// a parsed `ron::Value`, which could not be turned back into the same
+    /// text (struct names and enum variants are lost). `()` when absent.
+    #[serde(default = "empty_config")]
+    pub config: Box<RawValue>,
 }
 
 fn default_listen() -> Vec<Listener> {
@@ -142,8 +157,12 @@ fn default_listen() -> Vec<Listener> {
     }]
 }
 
-fn empty_map() -> ron::Value {
-    ron::Value::Map(ron::Map::new())
+/// The `config` of a section that has none: the empty struct, which a
+/// plugin without settings accepts and one with required settings refuses
+/// by naming the first missing field.
+pub fn empty_config() -> Box<RawValue> {
+    // `()` is valid RON, so this cannot fail.
+    RawValue::from_boxed_ron("()".into()).expect("() is valid RON")
 }
 
 /// Which backend a [`PluginSection`] configures; handed to plugin checks so
@@ -488,6 +507,14 @@ fn semantic_findings(config: &Config) -> Vec<Finding> {
             "login_timeout_secs is 0: every client would be disconnected before it could log in"
                 .to_string(),
             "1 or more (the default is 60)",
+        ));
+    }
+    if limits.tls_handshake_timeout_secs == 0 {
+        found.push(Finding::new(
+            &["limits.tls_handshake_timeout_secs", "limits"],
+            "tls_handshake_timeout_secs is 0: every TLS handshake would time out before it started"
+                .to_string(),
+            "1 or more (the default is 10)",
         ));
     }
     if limits.max_pipelined_lines == 0 {
@@ -930,7 +957,7 @@ mod tests {
         let table: &[(&str, &str)] = &[
             (
                 "    limits: (idle_timeout: 900),\n)",
-                "pop3d.ron:4:14: unknown key `idle_timeout` in limits (expected one of: max_connections, max_per_ip, idle_timeout_secs, login_timeout_secs, auth_failure_delay_ms, max_pipelined_lines)",
+                "pop3d.ron:4:14: unknown key `idle_timeout` in limits (expected one of: max_connections, max_per_ip, idle_timeout_secs, login_timeout_secs, auth_failure_delay_ms, max_pipelined_lines, tls_handshake_timeout_secs)",
             ),
             (
                 "    bogus: 1,\n)",
@@ -1011,6 +1038,10 @@ mod tests {
             (
                 "    limits: (max_pipelined_lines: 0),\n)",
                 "pop3d.ron:4:14: max_pipelined_lines is 0: not even the command being handled would fit (expected 1 or more (the default is 128))",
+            ),
+            (
+                "    limits: (tls_handshake_timeout_secs: 0),\n)",
+                "pop3d.ron:4:14: tls_handshake_timeout_secs is 0: every TLS handshake would time out before it started (expected 1 or more (the default is 10))",
             ),
             (
                 // max_per_ip keeps its default of 100: point at what was written.
@@ -1128,12 +1159,27 @@ mod tests {
         assert_eq!(config.workers, 0);
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.auth.plugin, "passwd-file");
-        let mut expected_auth = ron::Map::new();
-        expected_auth.insert(
-            ron::Value::String("path".into()),
-            ron::Value::String("/etc/pop3d/passwd".into()),
+        assert_eq!(
+            config.auth.config.get_ron(),
+            "(path: \"/etc/pop3d/passwd\")"
         );
-        assert_eq!(config.auth.config, ron::Value::Map(expected_auth));
+    }
+
+    #[test]
+    fn plugin_config_text_reaches_the_plugin_as_written() {
+        let text = "(\n    auth: (plugin: \"/usr/lib/pop3d/libldap.so\", config: LdapConfig(\n        \
+                    url: \"ldap://x\", // the directory\n        scope: Subtree, bind: Some(\"cn=a\"),\n    )),\n    \
+                    store: (plugin: \"maildir\"),\n)";
+        let config = parse(text, "t").unwrap();
+        assert_eq!(
+            config.auth.config.get_ron(),
+            "LdapConfig(\n        url: \"ldap://x\", // the directory\n        scope: Subtree, \
+             bind: Some(\"cn=a\"),\n    )"
+        );
+        assert_eq!(config.store.config.get_ron(), "()");
+        // And it survives being written out and read back.
+        let again = parse(&ron::to_string(&config).unwrap(), "again").unwrap();
+        assert_eq!(again, config);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! real deployment; only the files are temporary.
 
 use crate::config::{Config, Limits, Listener, PlaintextAuth, PluginSection};
+use ron::value::RawValue;
 use std::collections::hash_map::RandomState;
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
@@ -97,8 +98,8 @@ impl Demo {
                 auth_failure_delay_ms: 500,
                 ..Limits::default()
             },
-            auth: plugin_section("passwd-file", "path", passwd.display().to_string()),
-            store: plugin_section("maildir", "root", root),
+            auth: plugin_section("passwd-file", "path", &passwd.display().to_string())?,
+            store: plugin_section("maildir", "root", &root)?,
         };
         Ok((demo, config))
     }
@@ -168,18 +169,18 @@ Stop the server with Ctrl-C.
     )
 }
 
-/// A config section `(plugin: name, config: (key: "value"))`, built the way
-/// the RON parser builds it so backends see no difference.
-fn plugin_section(plugin: &str, key: &str, value: String) -> PluginSection {
-    let mut map = ron::Map::new();
-    map.insert(
-        ron::Value::String(key.to_string()),
-        ron::Value::String(value),
-    );
-    PluginSection {
+/// A config section `(plugin: name, config: (key: "value"))`, with the
+/// config as the RON text an operator would write, so the plugin sees no
+/// difference from a config file.
+fn plugin_section(plugin: &str, key: &str, value: &str) -> Result<PluginSection, io::Error> {
+    // ron's serializer quotes and escapes the string as RON expects.
+    let quoted = ron::to_string(value).map_err(io::Error::other)?;
+    let config =
+        RawValue::from_boxed_ron(format!("({key}: {quoted})").into()).map_err(io::Error::other)?;
+    Ok(PluginSection {
         plugin: plugin.to_string(),
-        config: ron::Value::Map(map),
-    }
+        config,
+    })
 }
 
 /// Makes `<temp>/pop3d-demo-<pid>-<random>`, readable only by us because it
@@ -443,22 +444,15 @@ mod tests {
         let dots = fs::read_to_string(maildir.join("cur").join(&names[1])).unwrap();
         assert!(dots.contains("\n.\n..\n.hidden-file\n"), "{dots}");
 
-        let template = |section: &PluginSection, key: &str| match &section.config {
-            ron::Value::Map(map) => map.get(&ron::Value::String(key.into())).cloned(),
-            _ => None,
-        };
         assert_eq!(config.auth.plugin, "passwd-file");
         assert_eq!(
-            template(&config.auth, "path"),
-            Some(ron::Value::String(dir.join("passwd").display().to_string()))
+            config.auth.config.get_ron(),
+            format!("(path: {:?})", dir.join("passwd").display().to_string())
         );
         assert_eq!(config.store.plugin, "maildir");
         assert_eq!(
-            template(&config.store, "root"),
-            Some(ron::Value::String(format!(
-                "{}/mail/%u/Maildir",
-                dir.display()
-            )))
+            config.store.config.get_ron(),
+            format!("(root: \"{}/mail/%u/Maildir\")", dir.display())
         );
         assert_eq!(config.listen.len(), 1);
         assert!(config.listen[0].addr.ip().is_loopback());

@@ -7,11 +7,18 @@
 //! - [`protocol`]: command parsing, the body encoder and the session state
 //!   machine. It does no I/O.
 //! - [`backend`]: the authentication and storage traits the session calls,
-//!   and the bundled backends.
+//!   the plugin host every backend runs behind, and the registry that maps
+//!   built-in names (the plugin crates under `plugins/`) and library paths
+//!   to plugins.
+//! - [`inetd`]: one session on stdin/stdout, for `pop3d --inetd` under
+//!   inetd, xinetd or a systemd `Accept=yes` socket.
+//! - [`logging`]: the logger (stderr or syslog) with its flood guard.
 #![deny(unsafe_code)]
 
 pub mod backend;
 pub mod config;
 pub mod demo;
+pub mod inetd;
+pub mod logging;
 pub mod protocol;
 pub mod server;

@@ -3,20 +3,29 @@
 //! With no arguments it runs the embedded demo (a throwaway user and maildir
 //! on loopback) and prints how to connect, so a fresh checkout does something
 //! useful with `cargo run`. With `--config FILE` it runs a real server;
-//! `check-config FILE` validates a file without starting anything.
+//! `--inetd --config FILE` serves one client on stdin/stdout for inetd and
+//! friends; `check-config FILE` validates a file without starting anything;
+//! `dump-config FILE` prints the configuration with every default filled in.
 //!
-//! Arguments are parsed by hand: there are five forms, and a parser crate
-//! would cost more build time than the code it saves.
+//! Arguments are parsed by hand: there are a handful of forms, and a parser
+//! crate would cost more build time than the code it saves.
+//!
+//! Under systemd with `Type=notify`, the daemon tells systemd it is ready
+//! (`READY=1` on `$NOTIFY_SOCKET`) once every listener accepts connections.
 //!
 //! Exit codes: 0 success, 1 the server or the check failed, 2 the command
 //! line was not understood.
 #![deny(unsafe_code)]
 
-use pop3d::config::{self, ConfigError, PluginRole, PluginSection};
+use pop3d::config::{self, ConfigError, DumpMode, PluginRole, PluginSection};
 use pop3d::demo::{self, Demo};
-use std::ffi::OsString;
-use std::io::Write;
+use pop3d::inetd;
+use pop3d::logging::{self, LogSettings, LogTarget};
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -27,11 +36,21 @@ Usage:
   pop3d                      run a demo server on 127.0.0.1 (user demo, password demo)
   pop3d --config FILE        run with the configuration in FILE
                              (also: -c FILE, --config=FILE, pop3d run --config FILE)
+  pop3d --inetd --config FILE
+                             serve one client on stdin/stdout (inetd, xinetd, systemd
+                             Accept=yes); logs go to syslog unless --log-target says else
   pop3d check-config FILE    check FILE, list every problem, exit 1 if there are any
+  pop3d dump-config FILE [--non-default]
+                             print FILE's configuration with every default filled in
+                             (--non-default: only what differs from the defaults)
   pop3d --help               show this help
   pop3d --version            show the version
 
-The log goes to stderr; RUST_LOG sets its level (default info), e.g. RUST_LOG=debug.
+Logging options (with any of the above):
+  --log-target stderr|syslog where log lines go (default: stderr; syslog with --inetd)
+  --log-level LEVEL          error, warn, info, debug or trace (default: RUST_LOG, else info)
+
+RUST_LOG also takes module rules, e.g. RUST_LOG=info,pop3d::server=debug.
 examples/pop3d.ron is a commented configuration to start from.
 ";
 
@@ -42,12 +61,35 @@ enum Command {
     Demo,
     /// Serve with the configuration file at this path.
     Run(PathBuf),
+    /// Serve one client on stdin/stdout with the configuration at this path.
+    Inetd(PathBuf),
     /// Validate the configuration file at this path and exit.
     CheckConfig(PathBuf),
+    /// Print the configuration at this path with defaults filled in.
+    DumpConfig(PathBuf, DumpMode),
     /// Print usage.
     Help,
     /// Print the version.
     Version,
+}
+
+/// The logging options of a command line; `None` where nothing was said.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LogOptions {
+    /// `--log-target`.
+    target: Option<LogTarget>,
+    /// `--log-level`, already checked to be a level name.
+    level: Option<String>,
+    /// `--syslog-socket PATH`, not in the usage: tests point syslog at a
+    /// socket of their own with it.
+    syslog_socket: Option<PathBuf>,
+}
+
+/// A whole command line, understood.
+#[derive(Debug, PartialEq, Eq)]
+struct Invocation {
+    command: Command,
+    log: LogOptions,
 }
 
 /// A command line we did not understand; the text says what was wrong.
@@ -55,8 +97,8 @@ enum Command {
 struct UsageError(String);
 
 fn main() -> ExitCode {
-    let command = match parse_args(std::env::args_os().skip(1)) {
-        Ok(command) => command,
+    let Invocation { command, log } = match parse_args(std::env::args_os().skip(1)) {
+        Ok(invocation) => invocation,
         Err(UsageError(why)) => {
             eprint!("pop3d: {why}\n\n{USAGE}");
             return ExitCode::from(2);
@@ -72,7 +114,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig(path) => {
-            init_logging();
+            init_logging(&log, LogTarget::Stderr, true);
             match check_config(&path) {
                 Ok(report) => {
                     println!("{report}");
@@ -84,27 +126,119 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::DumpConfig(path, mode) => {
+            init_logging(&log, LogTarget::Stderr, true);
+            match dump_config(&path, mode) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(report) => {
+                    eprintln!("{report}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(path) => {
-            init_logging();
-            run_with_config(&path)
+            let target = init_logging(&log, LogTarget::Stderr, true);
+            run_with_config(&path, target)
+        }
+        Command::Inetd(path) => {
+            // Under inetd stderr is usually the client's socket too, so
+            // nothing may be written there unless asked for.
+            init_logging(&log, LogTarget::Syslog, false);
+            run_inetd(&path)
         }
         Command::Demo => {
-            init_logging();
+            init_logging(&log, LogTarget::Stderr, true);
             run_demo()
         }
     }
 }
 
 /// Reads the command line (without the program name).
-fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, UsageError> {
     let args: Vec<OsString> = args.into_iter().collect();
     let is = |arg: &OsString, names: &[&str]| names.iter().any(|name| arg == name);
+    let plain = |command| Invocation {
+        command,
+        log: LogOptions::default(),
+    };
     if args.iter().any(|a| is(a, &["-h", "--help"])) {
-        return Ok(Command::Help);
+        return Ok(plain(Command::Help));
     }
     if args.iter().any(|a| is(a, &["-V", "--version"])) {
-        return Ok(Command::Version);
+        return Ok(plain(Command::Version));
     }
+    let (args, log, inetd) = take_global_options(args)?;
+    let command = parse_command(&args)?;
+    let command = match (inetd, command) {
+        (false, command) => command,
+        (true, Command::Run(path)) => Command::Inetd(path),
+        (true, _) => {
+            return Err(UsageError(
+                "--inetd goes with --config FILE only (pop3d --inetd --config FILE)".to_string(),
+            ))
+        }
+    };
+    Ok(Invocation { command, log })
+}
+
+/// Removes the options that may appear with any command (`--inetd` and
+/// the logging options) and returns the rest in order.
+fn take_global_options(
+    args: Vec<OsString>,
+) -> Result<(Vec<OsString>, LogOptions, bool), UsageError> {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut log = LogOptions::default();
+    let mut inetd = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        let (name, inline) = match text.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name.to_string(), Some(value)),
+            _ => (text.to_string(), None),
+        };
+        let mut value = |what: &str| -> Result<OsString, UsageError> {
+            let value = match inline {
+                Some(v) => Some(OsString::from(v)),
+                None => args.next(),
+            };
+            value
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| UsageError(format!("{name} needs {what}")))
+        };
+        match name.as_str() {
+            "--inetd" if inline.is_none() => inetd = true,
+            "--log-target" => {
+                let v = value("stderr or syslog")?;
+                log.target = Some(LogTarget::parse(&v.to_string_lossy()).ok_or_else(|| {
+                    UsageError(format!(
+                        "unknown log target `{}` (expected stderr or syslog)",
+                        v.to_string_lossy()
+                    ))
+                })?);
+            }
+            "--log-level" => {
+                let v = value("a LEVEL (error, warn, info, debug or trace)")?;
+                let level = v.to_string_lossy().to_ascii_lowercase();
+                if !["off", "error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+                    return Err(UsageError(format!(
+                        "unknown log level `{level}` (expected error, warn, info, debug or trace)"
+                    )));
+                }
+                log.level = Some(level);
+            }
+            "--syslog-socket" => log.syslog_socket = Some(PathBuf::from(value("a PATH")?)),
+            _ => rest.push(arg),
+        }
+    }
+    Ok((rest, log, inetd))
+}
+
+/// Reads what is left of the command line once the global options are out.
+fn parse_command(args: &[OsString]) -> Result<Command, UsageError> {
+    let is = |arg: &OsString, names: &[&str]| names.iter().any(|name| arg == name);
     let Some(first) = args.first() else {
         return Ok(Command::Demo);
     };
@@ -137,7 +271,27 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Usage
             },
         };
     }
-    match config_option(&args)? {
+    if is(first, &["dump-config"]) {
+        let mut mode = DumpMode::Full;
+        let mut file = None;
+        for arg in &args[1..] {
+            if arg == "--non-default" {
+                mode = DumpMode::NonDefault;
+            } else if file.is_none() && !is_option(arg) {
+                file = Some(PathBuf::from(arg));
+            } else {
+                return Err(UsageError(format!(
+                    "unknown argument `{}` (dump-config takes one FILE and maybe --non-default)",
+                    arg.to_string_lossy()
+                )));
+            }
+        }
+        return match file {
+            Some(path) => Ok(Command::DumpConfig(path, mode)),
+            None => Err(UsageError("dump-config needs a FILE to print".to_string())),
+        };
+    }
+    match config_option(args)? {
         Some(path) => Ok(Command::Run(path)),
         None => Err(UsageError(format!(
             "unknown argument `{}`",
@@ -175,13 +329,37 @@ fn config_option(args: &[OsString]) -> Result<Option<PathBuf>, UsageError> {
     }
 }
 
-/// Log lines on stderr with a timestamp and level; RUST_LOG overrides the
-/// default level of `info`.
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_secs()
-        .format_target(false)
-        .init();
+/// Installs the logger: `--log-target` or else `default_target`; the level
+/// from `--log-level`, else `RUST_LOG`, else `info`. Returns the target in
+/// use. `stderr_is_ours` says whether problems with logging itself may be
+/// reported on stderr (not under inetd, where stderr is often the client).
+fn init_logging(
+    options: &LogOptions,
+    default_target: LogTarget,
+    stderr_is_ours: bool,
+) -> LogTarget {
+    let target = options.target.unwrap_or(default_target);
+    let mut settings = LogSettings::new(target);
+    if let Some(level) = &options.level {
+        settings.filter = level.clone();
+    } else if let Ok(filter) = std::env::var("RUST_LOG") {
+        settings.filter = filter;
+    }
+    if let Some(path) = &options.syslog_socket {
+        settings.syslog_socket = path.clone();
+    }
+    // Only a second call can fail, and there is none.
+    if let Ok(report) = logging::init(&settings) {
+        for part in report.ignored_filter_parts {
+            log::warn!("RUST_LOG: ignoring `{part}` (expected LEVEL or module=LEVEL)");
+        }
+        if let (Some(why), true) = (report.syslog_unreachable, stderr_is_ours) {
+            eprintln!(
+                "pop3d: cannot reach the syslog socket {why}; log lines are lost until it can be reached (or use --log-target stderr)"
+            );
+        }
+    }
+    target
 }
 
 /// Validates the configuration at `path` including the backends' own
@@ -192,6 +370,27 @@ fn check_config(path: &Path) -> Result<String, String> {
         Err(err @ ConfigError::Read { .. }) => Err(format!("pop3d: {err}")),
         Err(err) => Err(err.to_string()),
     }
+}
+
+/// The configuration at `path` as RON with defaults filled in, or the
+/// problems that keep it from being one. The backends are not built: a
+/// configuration prepared for another machine can be printed here.
+fn dump_config(path: &Path, mode: DumpMode) -> Result<String, String> {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(err @ ConfigError::Read { .. }) => return Err(format!("pop3d: {err}")),
+        Err(err) => return Err(err.to_string()),
+    };
+    let header = match mode {
+        DumpMode::Full => "every key, defaults filled in",
+        DumpMode::NonDefault => "only the keys that differ from the defaults",
+    };
+    let body = config::dump(&config, mode).map_err(|e| format!("pop3d: {e}"))?;
+    Ok(format!(
+        "// pop3d {}: configuration of {} ({header})\n{body}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    ))
 }
 
 /// check-config asks each backend whether it accepts its configuration
@@ -205,19 +404,29 @@ fn check_plugin(role: PluginRole, section: &PluginSection) -> Result<(), String>
 }
 
 /// `pop3d --config FILE`: serves until SIGTERM or SIGINT.
-fn run_with_config(path: &Path) -> ExitCode {
+fn run_with_config(path: &Path, log_target: LogTarget) -> ExitCode {
+    // With syslog, stderr may lead nowhere (an init script's /dev/null):
+    // why nothing started goes to the log as well.
+    let also_log = |text: &str| {
+        if log_target == LogTarget::Syslog {
+            text.lines().for_each(|line| log::error!("{line}"));
+        }
+    };
     let config = match config::load(path) {
         Ok(config) => config,
         Err(err @ ConfigError::Read { .. }) => {
-            eprintln!("pop3d: {err}");
+            let text = format!("pop3d: {err}");
+            eprintln!("{text}");
+            also_log(&text);
             return ExitCode::FAILURE;
         }
         Err(err) => {
-            eprintln!("{err}");
-            eprintln!(
-                "pop3d: {} is not a usable configuration; nothing was started",
+            let text = format!(
+                "{err}\npop3d: {} is not a usable configuration; nothing was started",
                 path.display()
             );
+            eprintln!("{text}");
+            also_log(&text);
             return ExitCode::FAILURE;
         }
     };
@@ -227,8 +436,81 @@ fn run_with_config(path: &Path) -> ExitCode {
             env!("CARGO_PKG_VERSION"),
             list(addrs)
         );
+        notify_ready(addrs);
     });
+    if let Err(err) = &result {
+        also_log(&format!("pop3d: {err}"));
+    }
     exit_code(result)
+}
+
+/// `pop3d --inetd --config FILE`: one session on stdin/stdout. Problems are
+/// logged (stderr may be the client's socket) and the client is told the
+/// server is unavailable.
+fn run_inetd(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            for line in err.to_string().lines() {
+                log::error!("{line}");
+            }
+            log::error!(
+                "pop3d --inetd: {} is not a usable configuration; the client was turned away",
+                path.display()
+            );
+            // The client may be gone already; nothing more to do then.
+            let _ = io::stdout().write_all(inetd::UNAVAILABLE);
+            return ExitCode::FAILURE;
+        }
+    };
+    match inetd::run(&config) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("pop3d --inetd: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Tells systemd the server is ready (`Type=notify`): once every listener
+/// accepts connections, so units ordered after pop3d find it answering.
+/// Without `$NOTIFY_SOCKET` (not started by systemd) it does nothing.
+fn notify_ready(addrs: &[SocketAddr]) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let message = format!("READY=1\nSTATUS=listening on {}", list(addrs));
+    if let Err(e) = sd_notify(&socket, &message) {
+        log::warn!(
+            "cannot tell systemd that pop3d is ready (NOTIFY_SOCKET={}): {e}",
+            socket.to_string_lossy()
+        );
+    }
+}
+
+/// Sends one sd_notify datagram to `socket`: a path, or an abstract socket
+/// name written with a leading `@`.
+fn sd_notify(socket: &OsStr, message: &str) -> io::Result<()> {
+    let sender = UnixDatagram::unbound()?;
+    match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => send_abstract(&sender, name, message),
+        None => sender.send_to(message.as_bytes(), socket).map(drop),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn send_abstract(sender: &UnixDatagram, name: &[u8], message: &str) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    sender.send_to_addr(message.as_bytes(), &addr).map(drop)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_abstract(_: &UnixDatagram, _: &[u8], _: &str) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract socket names exist only on Linux",
+    ))
 }
 
 /// `pop3d` alone: serves the demo until SIGTERM or SIGINT, then deletes its
@@ -282,12 +564,17 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Command, UsageError> {
-        parse_args(args.iter().map(OsString::from))
+        parse_args(args.iter().map(OsString::from)).map(|i| i.command)
+    }
+
+    fn parse_log(args: &[&str]) -> Result<LogOptions, UsageError> {
+        parse_args(args.iter().map(OsString::from)).map(|i| i.log)
     }
 
     #[test]
     fn command_lines_that_are_understood() {
         let run = |p: &str| Ok(Command::Run(PathBuf::from(p)));
+        let inetd = |p: &str| Ok(Command::Inetd(PathBuf::from(p)));
         let check = |p: &str| Ok(Command::CheckConfig(PathBuf::from(p)));
         let table: &[(&[&str], Result<Command, UsageError>)] = &[
             (&[], Ok(Command::Demo)),
@@ -303,6 +590,26 @@ mod tests {
             (&["check-config", "--help"], Ok(Command::Help)),
             (&["--version"], Ok(Command::Version)),
             (&["-V"], Ok(Command::Version)),
+            (&["--inetd", "--config", "a.ron"], inetd("a.ron")),
+            (&["-c", "a.ron", "--inetd"], inetd("a.ron")),
+            (&["run", "--inetd", "--config=a.ron"], inetd("a.ron")),
+            (
+                &["dump-config", "a.ron"],
+                Ok(Command::DumpConfig("a.ron".into(), DumpMode::Full)),
+            ),
+            (
+                &["dump-config", "--non-default", "a.ron"],
+                Ok(Command::DumpConfig("a.ron".into(), DumpMode::NonDefault)),
+            ),
+            (
+                &["dump-config", "a.ron", "--non-default"],
+                Ok(Command::DumpConfig("a.ron".into(), DumpMode::NonDefault)),
+            ),
+            (
+                &["--log-target", "syslog", "--config", "a.ron"],
+                run("a.ron"),
+            ),
+            (&["--config", "a.ron", "--log-level=debug"], run("a.ron")),
         ];
         for (args, expected) in table {
             assert_eq!(&parse(args), expected, "{args:?}");
@@ -332,10 +639,59 @@ mod tests {
                 "unknown argument `b.ron` (check-config takes one FILE)",
             ),
             (&["check-config", "-x"], "unknown argument `-x`"),
+            (
+                &["--inetd"],
+                "--inetd goes with --config FILE only (pop3d --inetd --config FILE)",
+            ),
+            (
+                &["check-config", "a.ron", "--inetd"],
+                "--inetd goes with --config FILE only (pop3d --inetd --config FILE)",
+            ),
+            (&["dump-config"], "dump-config needs a FILE to print"),
+            (
+                &["dump-config", "a.ron", "b.ron"],
+                "unknown argument `b.ron` (dump-config takes one FILE and maybe --non-default)",
+            ),
+            (&["--log-target"], "--log-target needs stderr or syslog"),
+            (
+                &["--log-target", "file", "-c", "a.ron"],
+                "unknown log target `file` (expected stderr or syslog)",
+            ),
+            (
+                &["--log-level=loud", "-c", "a.ron"],
+                "unknown log level `loud` (expected error, warn, info, debug or trace)",
+            ),
+            (&["--syslog-socket"], "--syslog-socket needs a PATH"),
         ];
         for (args, why) in table {
             assert_eq!(parse(args), Err(UsageError(why.to_string())), "{args:?}");
         }
+    }
+
+    #[test]
+    fn logging_options_are_read_with_any_command() {
+        assert_eq!(
+            parse_log(&[
+                "--log-target=syslog",
+                "--log-level",
+                "DEBUG",
+                "check-config",
+                "a.ron"
+            ]),
+            Ok(LogOptions {
+                target: Some(LogTarget::Syslog),
+                level: Some("debug".into()),
+                syslog_socket: None,
+            })
+        );
+        assert_eq!(
+            parse_log(&["--inetd", "-c", "a.ron", "--syslog-socket", "/tmp/log"]),
+            Ok(LogOptions {
+                target: None,
+                level: None,
+                syslog_socket: Some("/tmp/log".into()),
+            })
+        );
     }
 
     #[test]

@@ -87,6 +87,8 @@ fn new_session(fixture: &Fixture) -> Session {
         Peer {
             addr: "127.0.0.1:40000".parse().unwrap(),
             plaintext_auth_allowed: true,
+            tls: false,
+            stls_available: false,
         },
         1,
     )
@@ -393,6 +395,8 @@ fn plaintext_login_is_refused_where_the_policy_forbids_it() {
         Peer {
             addr: "192.0.2.7:40000".parse().unwrap(),
             plaintext_auth_allowed: false,
+            tls: false,
+            stls_available: false,
         },
         2,
     );

@@ -1,10 +1,11 @@
 //! The Rust-side view of authentication and storage.
 //!
-//! The session state machine talks only to the traits in this module. A
-//! backend may be a bundled one (`maildir`, `passwd-file`) or, later, a
-//! plugin loaded through the C ABI; either way the session sees the same
-//! calls, so nothing above this module changes when a backend moves behind
-//! the plugin boundary.
+//! The session state machine talks only to the traits in this module. Every
+//! backend is a plugin behind the C ABI: the bundled ones (`maildir`,
+//! `passwd-file`, `checkpassword`, crates under `plugins/`) are linked in
+//! and started through the same entry function, checks and function table
+//! as a shared library named by path, and [`plugin_host`] adapts either to
+//! these traits. Nothing above this module knows which kind it talks to.
 //!
 //! Every call here may block (disk, password hashing, external programs):
 //! they are only ever made from worker threads, never from the event loop.
@@ -12,14 +13,13 @@
 //! # Layout
 //! - `mod.rs`: the traits, the backend error type, and the mapping of that
 //!   error to RFC 3206 response codes.
-//! - `maildir.rs`: the maildir store.
-//! - `passwd_file.rs`: Dovecot-compatible passwd-file authentication.
-//! - `registry.rs`: builds the configured backends by name.
+//! - `plugin_host.rs` (+ `plugin_host/`): loads and validates plugins and
+//!   adapts them to the traits.
+//! - `registry.rs`: builds the configured backends: built-in names to the
+//!   linked plugin crates, paths to shared libraries.
 
 use std::fmt;
 
-pub mod maildir;
-pub mod passwd_file;
 pub mod plugin_host;
 pub mod registry;
 
@@ -92,6 +92,51 @@ pub trait Authenticator: Send + Sync {
     /// Checks `user`/`password`. An unknown user and a wrong password must
     /// both give `Err(BackendError::Denied)` after the same amount of work.
     fn authenticate(&self, user: &str, password: &[u8]) -> Result<UserInfo, BackendError>;
+
+    /// The user's plaintext shared secret and attributes, for
+    /// challenge-response mechanisms (APOP, CRAM-MD5) where the server must
+    /// compute the expected answer itself.
+    ///
+    /// `None`: this backend cannot supply secrets at all (it stores only
+    /// hashes, or asks an external program), so those mechanisms must not
+    /// be offered. `Some(Err(Denied))`: no secret for this user, whether the
+    /// user is unknown or stored in a form that cannot give one back; the
+    /// caller must not answer that differently from a wrong response.
+    fn secret(&self, user: &str) -> Option<Result<(Secret, UserInfo), BackendError>> {
+        let _ = user;
+        None
+    }
+}
+
+/// A shared secret from an auth backend. Zeroed when dropped, and never
+/// printed by `Debug`.
+pub struct Secret(
+    /// The secret's bytes; only [`Secret::expose`] hands them out.
+    Vec<u8>,
+);
+
+impl Secret {
+    /// Takes ownership of `bytes` as a secret.
+    pub fn new(bytes: Vec<u8>) -> Secret {
+        Secret(bytes)
+    }
+
+    /// The secret's bytes, for computing a challenge response.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        plugin_host::wipe(&mut self.0);
+    }
 }
 
 /// One message in a maildrop snapshot.

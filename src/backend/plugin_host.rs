@@ -59,11 +59,13 @@ mod loader;
 mod sinks;
 mod store;
 
-pub use auth::{PluginAuthenticator, Secret};
+pub use auth::PluginAuthenticator;
 pub use error::PluginError;
 pub use loader::entry_symbol_candidates;
 pub use pop3d_plugin_api::abi::EntryFn;
 pub use store::PluginStore;
+
+pub(crate) use sinks::wipe;
 
 use loader::{log_target, open_library};
 use std::path::Path;

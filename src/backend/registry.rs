@@ -1,27 +1,39 @@
 //! Builds the configured backends from their config sections.
 //!
 //! A section names a backend (`plugin: "maildir"`) and carries a `config`
-//! value only that backend interprets. Each built-in backend reads its
-//! `config` into its own struct, which refuses unknown fields, and checks it
-//! before the server starts: a typo in a field name, a passwd-file with a
-//! bad line, or a maildir root every user would share are errors here, not
-//! surprises at the first login.
+//! section only that backend interprets, handed over as the RON text the
+//! operator wrote. Every backend is a plugin:
 //!
-//! Plugin files (a path, or a name ending in `.so`) are recognised but not
-//! loaded yet; that comes with the plugin host.
+//! - a **built-in name** (`maildir`, `passwd-file`, `checkpassword`) starts
+//!   the plugin crate linked into this binary, through
+//!   [`plugin_host::builtin_auth`] / [`plugin_host::builtin_store`]: the same
+//!   entry function, header checks and function table as a library;
+//! - a **path** (anything with a `/`, or ending in `.so`) loads a shared
+//!   library with [`plugin_host::load_auth`] / [`plugin_host::load_store`].
+//!
+//! Either way the plugin checks its settings in `create`, before the server
+//! starts: a typo in a field name, a passwd-file with a bad line, or a
+//! maildir root every user would share are errors here, not surprises at
+//! the first login.
 
-use super::maildir::{MaildirConfig, MaildirStore};
-use super::passwd_file::{PasswdFile, PasswdFileConfig};
+use super::plugin_host::{self, EntryFn, PluginError};
 use super::{Authenticator, Store};
 use crate::config::PluginSection;
-use serde::de::DeserializeOwned;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
-/// The built-in authentication backends, by the name a config uses.
-pub const AUTH_BACKENDS: &[&str] = &["passwd-file"];
-/// The built-in store backends, by the name a config uses.
-pub const STORE_BACKENDS: &[&str] = &["maildir"];
+/// The built-in authentication backends: the name a config uses, and the
+/// plugin crate's entry function.
+const AUTH_BUILTINS: &[(&str, EntryFn)] = &[
+    ("passwd-file", pop3d_passwd_file::pop3d_plugin_entry),
+    ("checkpassword", pop3d_checkpassword::pop3d_plugin_entry),
+];
+/// The built-in store backends, as [`AUTH_BUILTINS`].
+const STORE_BUILTINS: &[(&str, EntryFn)] = &[
+    ("maildir", pop3d_maildir::pop3d_plugin_entry),
+    ("mbox", pop3d_mbox::pop3d_plugin_entry),
+];
 
 /// Which of the two config sections a backend came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +45,15 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    fn known_names(self) -> &'static [&'static str] {
+    /// The built-in names of this kind, for messages and lookups.
+    pub fn known_names(self) -> Vec<&'static str> {
+        self.builtins().iter().map(|&(name, _)| name).collect()
+    }
+
+    fn builtins(self) -> &'static [(&'static str, EntryFn)] {
         match self {
-            BackendKind::Auth => AUTH_BACKENDS,
-            BackendKind::Store => STORE_BACKENDS,
+            BackendKind::Auth => AUTH_BUILTINS,
+            BackendKind::Store => STORE_BUILTINS,
         }
     }
 
@@ -66,10 +83,10 @@ impl fmt::Display for BackendKind {
 }
 
 /// Why a backend could not be built. Every message starts with the section
-/// and backend it is about.
+/// it is about.
 #[derive(Debug)]
 pub enum RegistryError {
-    /// No built-in backend has this name.
+    /// No built-in backend has this name, and it does not look like a path.
     UnknownPlugin {
         /// The section.
         kind: BackendKind,
@@ -84,31 +101,16 @@ pub enum RegistryError {
         /// The name given.
         name: String,
     },
-    /// The name is a path to a plugin file, which cannot be loaded yet.
-    PluginFilesUnsupported {
+    /// The plugin, built-in or loaded, could not be started: the library
+    /// did not load or pass the ABI checks, or the plugin refused its
+    /// config.
+    Plugin {
         /// The section.
         kind: BackendKind,
-        /// The path given.
-        path: String,
-    },
-    /// The `config` value does not fit the backend's settings.
-    Config {
-        /// The section.
-        kind: BackendKind,
-        /// The backend.
-        plugin: &'static str,
-        /// What does not fit, from the deserializer.
-        message: String,
-    },
-    /// The settings parsed but the backend refused them (a file that does
-    /// not exist or parse, a root every user would share).
-    Backend {
-        /// The section.
-        kind: BackendKind,
-        /// The backend.
-        plugin: &'static str,
-        /// The backend's own error.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// The built-in name or path, as configured.
+        name: String,
+        /// What the plugin host found.
+        source: PluginError,
     },
 }
 
@@ -117,7 +119,8 @@ impl fmt::Display for RegistryError {
         match self {
             RegistryError::UnknownPlugin { kind, name } => write!(
                 f,
-                "{kind}: unknown plugin {name:?}; built-in {kind} plugins: {}",
+                "{kind}: unknown plugin {name:?}; built-in {kind} plugins: {}; or give the path \
+                 of a plugin library (containing a `/`, or ending in .so)",
                 kind.known_names().join(", ")
             ),
             RegistryError::WrongKind { kind, name } => write!(
@@ -127,22 +130,24 @@ impl fmt::Display for RegistryError {
                 kind.with_article(),
                 kind.known_names().join(", ")
             ),
-            RegistryError::PluginFilesUnsupported { kind, path } => write!(
-                f,
-                "{kind}: plugin {path:?} looks like a plugin file, but loading plugins from files \
-                 is not built yet; use a built-in {kind} plugin: {}",
-                kind.known_names().join(", ")
-            ),
-            RegistryError::Config {
+            // The plugin's own explanation says what to fix; the host's
+            // wrapping ("plugin X rejected its config (PERM_FAIL)") would
+            // only repeat the name.
+            RegistryError::Plugin {
                 kind,
-                plugin,
-                message,
-            } => write!(f, "{kind} {plugin}: config: {message}"),
-            RegistryError::Backend {
-                kind,
-                plugin,
-                source,
-            } => write!(f, "{kind} {plugin}: {source}"),
+                name,
+                source:
+                    PluginError::ConfigRejected {
+                        message, status, ..
+                    },
+            } => {
+                if message.is_empty() {
+                    write!(f, "{kind} {name}: the plugin rejected its config ({status}) without saying why")
+                } else {
+                    write!(f, "{kind} {name}: {message}")
+                }
+            }
+            RegistryError::Plugin { kind, source, .. } => write!(f, "{kind}: {source}"),
         }
     }
 }
@@ -150,7 +155,7 @@ impl fmt::Display for RegistryError {
 impl std::error::Error for RegistryError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RegistryError::Backend { source, .. } => Some(source.as_ref()),
+            RegistryError::Plugin { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -159,106 +164,93 @@ impl std::error::Error for RegistryError {
 /// Builds the authentication backend the `auth` section names.
 pub fn build_auth(section: &PluginSection) -> Result<Arc<dyn Authenticator>, RegistryError> {
     const KIND: BackendKind = BackendKind::Auth;
-    match section.plugin.as_str() {
-        "passwd-file" => {
-            const PLUGIN: &str = "passwd-file";
-            let config: PasswdFileConfig = parse_config(KIND, PLUGIN, &section.config)?;
-            let passwd = PasswdFile::new(config).map_err(|err| backend_error(KIND, PLUGIN, err))?;
-            Ok(Arc::new(passwd))
-        }
-        other => Err(unknown_plugin(KIND, other)),
-    }
+    let name = section.plugin.as_str();
+    let config = section.config.get_ron();
+    let started = if is_path(name) {
+        plugin_host::load_auth(Path::new(name), config)
+    } else {
+        let entry = builtin_entry(KIND, name)?;
+        plugin_host::builtin_auth(name, entry, config)
+    };
+    let auth = started.map_err(|source| plugin_error(KIND, name, source))?;
+    Ok(Arc::new(auth))
 }
 
 /// Builds the maildrop store the `store` section names.
 pub fn build_store(section: &PluginSection) -> Result<Arc<dyn Store>, RegistryError> {
     const KIND: BackendKind = BackendKind::Store;
-    match section.plugin.as_str() {
-        "maildir" => {
-            const PLUGIN: &str = "maildir";
-            let config: MaildirConfig = parse_config(KIND, PLUGIN, &section.config)?;
-            let store =
-                MaildirStore::new(config).map_err(|err| backend_error(KIND, PLUGIN, err))?;
-            Ok(Arc::new(store))
-        }
-        other => Err(unknown_plugin(KIND, other)),
-    }
-}
-
-fn backend_error(
-    kind: BackendKind,
-    plugin: &'static str,
-    err: impl std::error::Error + Send + Sync + 'static,
-) -> RegistryError {
-    RegistryError::Backend {
-        kind,
-        plugin,
-        source: Box::new(err),
-    }
-}
-
-fn unknown_plugin(kind: BackendKind, name: &str) -> RegistryError {
-    if name.contains('/') || name.ends_with(".so") {
-        RegistryError::PluginFilesUnsupported {
-            kind,
-            path: name.to_owned(),
-        }
-    } else if kind.other().known_names().contains(&name) {
-        RegistryError::WrongKind {
-            kind,
-            name: name.to_owned(),
-        }
+    let name = section.plugin.as_str();
+    let config = section.config.get_ron();
+    let started = if is_path(name) {
+        plugin_host::load_store(Path::new(name), config)
     } else {
-        RegistryError::UnknownPlugin {
-            kind,
-            name: name.to_owned(),
-        }
+        let entry = builtin_entry(KIND, name)?;
+        plugin_host::builtin_store(name, entry, config)
+    };
+    let store = started.map_err(|source| plugin_error(KIND, name, source))?;
+    Ok(Arc::new(store))
+}
+
+/// Whether a configured plugin name means a shared library rather than a
+/// built-in.
+fn is_path(name: &str) -> bool {
+    name.contains('/') || name.ends_with(".so")
+}
+
+/// The entry function of the built-in `name` of this kind.
+fn builtin_entry(kind: BackendKind, name: &str) -> Result<EntryFn, RegistryError> {
+    if let Some(&(_, entry)) = kind.builtins().iter().find(|(known, _)| *known == name) {
+        return Ok(entry);
+    }
+    let name = name.to_owned();
+    if kind.other().known_names().contains(&name.as_str()) {
+        Err(RegistryError::WrongKind { kind, name })
+    } else {
+        Err(RegistryError::UnknownPlugin { kind, name })
     }
 }
 
-/// Reads a backend's `config` value into its settings struct.
-fn parse_config<T: DeserializeOwned>(
-    kind: BackendKind,
-    plugin: &'static str,
-    value: &ron::Value,
-) -> Result<T, RegistryError> {
-    value
-        .clone()
-        .into_rust()
-        .map_err(|err| RegistryError::Config {
-            kind,
-            plugin,
-            message: describe_config_error(&err),
-        })
-}
-
-/// A deserializer error in the words an operator expects ("missing field
-/// `root`"); ron's own wording is kept for everything else.
-fn describe_config_error(err: &ron::Error) -> String {
-    match err {
-        ron::Error::MissingStructField { field, .. } => format!("missing field `{field}`"),
-        ron::Error::NoSuchStructField {
-            expected, found, ..
-        } => {
-            let expected: Vec<String> = expected.iter().map(|name| format!("`{name}`")).collect();
-            format!(
-                "unknown field `{found}`, expected {}",
-                match expected.as_slice() {
-                    [only] => only.clone(),
-                    _ => format!("one of {}", expected.join(", ")),
-                }
-            )
-        }
-        ron::Error::DuplicateStructField { field, .. } => format!("duplicate field `{field}`"),
-        other => other.to_string(),
+fn plugin_error(kind: BackendKind, name: &str, source: PluginError) -> RegistryError {
+    RegistryError::Plugin {
+        kind,
+        name: name.to_owned(),
+        source,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::maildir::TestDir;
     use crate::backend::{BackendError, UserInfo};
+    use std::path::PathBuf;
+
+    /// A scratch directory, removed when dropped.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(tag: &str) -> TestDir {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "pop3d-registry-{tag}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            TestDir(path)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 
     /// A section as an operator would write it in the config file.
     fn section(ron_text: &str) -> PluginSection {
@@ -307,6 +299,27 @@ mod tests {
         let maildrop = store.open(&user).unwrap();
         assert_eq!(maildrop.messages().len(), 1);
         assert_eq!(maildrop.messages()[0].wire_size, 22);
+        // passwd-file gives out secrets, through the ABI's get_secret.
+        let (secret, _) = auth.secret("alice").unwrap().unwrap();
+        assert_eq!(secret.expose(), b"pw");
+        assert_eq!(
+            auth.secret("bob").unwrap().unwrap_err(),
+            BackendError::Denied
+        );
+    }
+
+    #[test]
+    fn checkpassword_is_built_in_and_offers_no_secrets() {
+        let auth = build_auth(&section(
+            "(plugin: \"checkpassword\", config: (program: \"/bin/sh\", args: [\"-c\", \"exit 1\"]))",
+        ))
+        .unwrap();
+        assert!(auth.secret("alice").is_none());
+        let message = auth_error("(plugin: \"checkpassword\", config: (program: \"/nope\"))");
+        assert!(
+            message.starts_with("auth checkpassword: program /nope: "),
+            "{message}"
+        );
     }
 
     #[test]
@@ -314,11 +327,12 @@ mod tests {
         let message = auth_error("(plugin: \"ldap\")");
         assert_eq!(
             message,
-            "auth: unknown plugin \"ldap\"; built-in auth plugins: passwd-file"
+            "auth: unknown plugin \"ldap\"; built-in auth plugins: passwd-file, checkpassword; \
+             or give the path of a plugin library (containing a `/`, or ending in .so)"
         );
-        let message = store_error("(plugin: \"mbox\")");
+        let message = store_error("(plugin: \"imap\")");
         assert!(
-            message.contains("built-in store plugins: maildir"),
+            message.contains("built-in store plugins: maildir, mbox;"),
             "{message}"
         );
     }
@@ -334,20 +348,29 @@ mod tests {
         assert_eq!(
             message,
             "store: \"passwd-file\" is an auth plugin, not a store plugin; \
-             built-in store plugins: maildir"
+             built-in store plugins: maildir, mbox"
         );
     }
 
     #[test]
-    fn plugin_files_are_not_loaded_yet() {
-        for name in ["/usr/lib/pop3d/libauth.so", "./store", "libmine.so"] {
+    fn paths_are_loaded_as_plugin_libraries() {
+        let dir = TestDir::new("registry-paths");
+        let missing = dir.path().join("libauth.so").display().to_string();
+        for name in [missing.as_str(), "./store", "libmine.so"] {
             let message = store_error(&format!("(plugin: {name:?})"));
             assert!(
-                message.contains("loading plugins from files is not built yet"),
+                message.starts_with(&format!("store: cannot load plugin {name}: ")),
                 "{message}"
             );
-            assert!(message.contains(name));
         }
+        // A file that is there but no library: the loader's own words.
+        let text = dir.path().join("notes.so");
+        std::fs::write(&text, "not a library").unwrap();
+        let message = auth_error(&format!("(plugin: {:?})", text.display().to_string()));
+        assert!(
+            message.starts_with("auth: cannot load plugin "),
+            "{message}"
+        );
     }
 
     #[test]
@@ -394,12 +417,5 @@ mod tests {
             missing.display().to_string()
         ));
         assert!(message.contains("cannot read"), "{message}");
-    }
-
-    #[test]
-    fn backends_are_send_and_sync() {
-        fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<MaildirStore>();
-        assert_send_sync::<PasswdFile>();
     }
 }

@@ -80,6 +80,11 @@ pub enum Directive {
     Delay(Duration),
     /// Send the reply, then close the connection.
     Close,
+    /// Send the reply (the `+OK` to STLS) in plaintext, then start TLS.
+    /// Every byte the client sent before the handshake must be discarded:
+    /// lines queued behind STLS would otherwise be answered as if they had
+    /// come over TLS (CVE-2011-0411).
+    StartTls,
 }
 
 /// Per-connection facts the session needs that only the server knows.
@@ -88,8 +93,14 @@ pub struct Peer {
     /// The client's address, for the log.
     pub addr: SocketAddr,
     /// Whether plaintext passwords (USER/PASS) are acceptable on this
-    /// connection under the configured policy.
+    /// connection under the configured policy. Always true once TLS is on.
     pub plaintext_auth_allowed: bool,
+    /// Whether the connection is encrypted (implicit TLS, or after STLS);
+    /// shown in the login log line.
+    pub tls: bool,
+    /// Whether STLS may be offered: a certificate is configured and TLS is
+    /// not on yet.
+    pub stls_available: bool,
 }
 
 /// One client's POP3 session.
@@ -295,7 +306,11 @@ impl Session {
                 if !self.peer.plaintext_auth_allowed {
                     err(
                         out,
-                        "[AUTH] Plaintext authentication is not allowed on this connection; use STLS first",
+                        if self.peer.stls_available {
+                            "[AUTH] Plaintext authentication is not allowed on this connection; use STLS first"
+                        } else {
+                            "[AUTH] Plaintext authentication is not allowed on this connection; connect to the POP3S (TLS) port instead"
+                        },
                     );
                     return Directive::Continue;
                 }
@@ -320,9 +335,26 @@ impl Session {
                 err(out, "No SASL mechanisms are offered; use USER and PASS");
                 Directive::Continue
             }
-            Command::Stls => {
+            Command::Stls if self.peer.tls => {
+                err(out, "Command not permitted when TLS active");
+                Directive::Continue
+            }
+            Command::Stls if !self.peer.stls_available => {
                 err(out, "TLS is not configured on this server");
                 Directive::Continue
+            }
+            Command::Stls => {
+                ok(out, "Begin TLS negotiation");
+                // Whatever follows arrives over TLS or not at all (a failed
+                // handshake closes the connection), so the session can count
+                // itself encrypted now. A USER given before STLS is forgotten
+                // (RFC 2595 section 4: nothing learnt before TLS carries
+                // over).
+                *auth = Authorization::default();
+                self.peer.tls = true;
+                self.peer.stls_available = false;
+                self.peer.plaintext_auth_allowed = true;
+                Directive::StartTls
             }
             Command::Stat
             | Command::List(_)
@@ -381,9 +413,10 @@ impl Session {
         let count = maildrop.messages().len();
         let total_octets = maildrop.messages().iter().map(|m| m.wire_size).sum();
         log::info!(
-            "session={sid} login user={} method=USER remote={} messages={count} octets={total_octets}",
+            "session={sid} login user={} method=USER remote={} tls={} messages={count} octets={total_octets}",
             info.name,
             self.peer.addr.ip(),
+            if self.peer.tls { "yes" } else { "no" },
         );
         let _ = write!(
             out,
@@ -406,6 +439,11 @@ impl Session {
         out.extend_from_slice(b"+OK Capability list follows\r\nTOP\r\nUIDL\r\n");
         if self.peer.plaintext_auth_allowed {
             out.extend_from_slice(b"USER\r\n");
+        }
+        // RFC 2595: STLS is listed only where it is permitted, which is
+        // before login and before TLS.
+        if self.peer.stls_available && matches!(self.state, State::Authorization(_)) {
+            out.extend_from_slice(b"STLS\r\n");
         }
         out.extend_from_slice(b"RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
         let _ = write!(out, "IMPLEMENTATION {}\r\n.\r\n", self.env.implementation);

@@ -7,8 +7,27 @@
 //! what to do next is derived from the connection's state after every
 //! event: write what is pending, hand queued lines or a body request to a
 //! worker when the output has drained, resume reading when there is room.
+//!
+//! # TLS
+//! A connection's [`Transport`] says what its socket carries: plain POP3,
+//! TLS records (implicit TLS from the first byte, or after STLS), or the
+//! moment in between, while the `+OK` to STLS is still going out in
+//! plaintext and nothing is read. With TLS, reading means "take decrypted
+//! plaintext that rustls already holds, and only when there is none read
+//! records from the socket"; rustls refuses more input while decrypted
+//! bytes wait, so a full line queue (backpressure) also stops socket reads,
+//! and on resuming the loop drains what rustls holds first (edge-triggered
+//! readiness will not report it). Writing means "move reply plaintext into
+//! rustls' bounded buffer, then write records to the socket"; output counts
+//! as drained only when rustls holds no records either, so streaming bodies
+//! are still pulled one piece at a time. During the handshake the loop only
+//! moves bytes: the records it reads are processed (key exchange, signing)
+//! on the handshake threads (see `handshake.rs`), while the connection's
+//! transport is `Away`. Each handshake runs under its own timer.
 
 use super::framer::{Framer, LineBatch};
+use super::handshake::{HandshakeDone, HandshakeJob};
+use super::tls::{Plaintext, TlsAcceptor, TlsConn};
 use super::worker::{ConnId, Done, Job, Notifier};
 use crate::config::{Limits, PlaintextAuth};
 use crate::protocol::session::{canned, Peer};
@@ -46,6 +65,37 @@ pub struct LoopSettings {
     pub plaintext_auth: PlaintextAuth,
 }
 
+/// A bound listening socket and what its connections speak.
+pub struct ListenSocket {
+    pub socket: TcpListener,
+    /// TLS from the first byte (POP3S) rather than plain POP3 with STLS.
+    pub implicit_tls: bool,
+}
+
+/// What the signal source asked for, gathered over every pending signal.
+#[derive(Debug, Default)]
+pub struct Signalled {
+    /// SIGTERM or SIGINT: stop with this signal.
+    pub stop: Option<i32>,
+    /// SIGHUP: read the certificate and key again.
+    pub reload: bool,
+}
+
+/// What the bytes on a connection's socket are.
+enum Transport {
+    /// Plain POP3.
+    Plain,
+    /// STLS was accepted: its `+OK` (and any reply before it) goes out in
+    /// plaintext, and nothing is read until it has; then TLS starts. Not
+    /// reading keeps the handshake's first bytes out of the line framer.
+    Upgrading,
+    /// TLS records, during or after the handshake.
+    Tls(Box<TlsConn>),
+    /// Handshaking, with the TLS state at a handshake thread: nothing is
+    /// read or written until it comes back.
+    Away,
+}
+
 /// What the session of a connection is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -66,6 +116,8 @@ struct Connection {
     /// Distinguishes this connection from earlier ones in the same slot.
     generation: u64,
     stream: TcpStream,
+    /// Plain, switching to TLS, TLS, or TLS state away for a handshake step.
+    transport: Transport,
     /// Client address, for per-IP accounting and the session's log lines.
     peer: SocketAddr,
     /// `None` exactly while a worker holds the session.
@@ -93,6 +145,8 @@ enum TimerKind {
     Idle,
     /// A delayed reply may go out.
     Delay,
+    /// The TLS handshake must have finished by now.
+    Handshake,
 }
 
 /// Deadline, slot, generation, kind.
@@ -100,7 +154,10 @@ type Timer = (Instant, usize, u64, u8);
 
 pub struct EventLoop {
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<ListenSocket>,
+    /// The certificate for new TLS connections, when one is configured;
+    /// replaced on SIGHUP.
+    tls: Option<TlsAcceptor>,
     connections: Vec<Option<Connection>>,
     free_slots: Vec<usize>,
     next_generation: u64,
@@ -108,6 +165,12 @@ pub struct EventLoop {
     open_connections: usize,
     timers: BinaryHeap<Reverse<Timer>>,
     jobs: Sender<Job>,
+    /// Handshake steps for the handshake threads; one in flight per
+    /// connection at most, and the channel holds max_connections, so a send
+    /// never finds it full.
+    handshakes: Sender<HandshakeJob>,
+    /// Processed handshake steps coming back.
+    handshakes_done: Receiver<HandshakeDone>,
     /// Jobs the bounded channel could not take yet; sent before anything
     /// new so order per connection is kept.
     backlog: VecDeque<Job>,
@@ -128,21 +191,27 @@ impl EventLoop {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         poll: Poll,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<ListenSocket>,
+        tls: Option<TlsAcceptor>,
         jobs: Sender<Job>,
         done: Receiver<Done>,
+        handshakes: (Sender<HandshakeJob>, Receiver<HandshakeDone>),
         notifier: Arc<Notifier>,
         env: Arc<SessionEnv>,
         settings: LoopSettings,
     ) -> io::Result<Self> {
         let mut listeners = listeners;
         for (i, listener) in listeners.iter_mut().enumerate() {
-            poll.registry()
-                .register(listener, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+            poll.registry().register(
+                &mut listener.socket,
+                Token(FIRST_LISTENER + i),
+                Interest::READABLE,
+            )?;
         }
         Ok(EventLoop {
             poll,
             listeners,
+            tls,
             connections: Vec::new(),
             free_slots: Vec::new(),
             next_generation: 1,
@@ -150,6 +219,8 @@ impl EventLoop {
             open_connections: 0,
             timers: BinaryHeap::new(),
             jobs,
+            handshakes: handshakes.0,
+            handshakes_done: handshakes.1,
             backlog: VecDeque::new(),
             done,
             notifier,
@@ -160,8 +231,8 @@ impl EventLoop {
         })
     }
 
-    /// Runs until `on_signal` returns `Some`.
-    pub fn run(&mut self, on_signal: &mut dyn FnMut() -> Option<i32>) -> io::Result<Stop> {
+    /// Runs until `on_signal` asks to stop.
+    pub fn run(&mut self, on_signal: &mut dyn FnMut() -> Signalled) -> io::Result<Stop> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.next_timer_in();
@@ -175,14 +246,21 @@ impl EventLoop {
                 match event.token() {
                     WAKER => {}
                     SIGNALS => {
-                        if let Some(signal) = on_signal() {
+                        let signalled = on_signal();
+                        if signalled.reload {
+                            self.reload_tls();
+                        }
+                        if let Some(signal) = signalled.stop {
                             return Ok(Stop::Signal(signal));
                         }
                     }
                     Token(t) if t >= FIRST_CONNECTION => {
                         let slot = t - FIRST_CONNECTION;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(slot);
+                            if let Some(reason) = self.read(slot) {
+                                self.close(slot, reason);
+                                continue;
+                            }
                         }
                         self.advance(slot);
                     }
@@ -201,11 +279,31 @@ impl EventLoop {
         for slot in 0..self.connections.len() {
             if let Some(conn) = self.connections[slot].as_mut() {
                 // Best effort: a client that is not reading simply misses it.
-                let _ = conn.stream.write(canned::SHUTTING_DOWN);
+                send_best_effort(conn, canned::SHUTTING_DOWN);
             }
             self.close(slot, "shutdown");
         }
         self.backlog.into_iter().collect()
+    }
+
+    /// SIGHUP: new connections get the certificate and key as they are on
+    /// disk now; open ones keep theirs. Reading two small local files is
+    /// the only blocking this thread does, once per signal.
+    fn reload_tls(&mut self) {
+        let Some(acceptor) = self.tls.as_mut() else {
+            log::info!(
+                "SIGHUP: no `tls` section, nothing to reload (other settings need a restart)"
+            );
+            return;
+        };
+        match acceptor.reload() {
+            Ok(()) => log::info!(
+                "SIGHUP: reloaded TLS certificate {} and key {}; new connections use them",
+                acceptor.files().cert,
+                acceptor.files().key
+            ),
+            Err(e) => log::error!("SIGHUP: {e}; still using the certificate loaded before"),
+        }
     }
 
     fn next_timer_in(&self) -> Option<Duration> {
@@ -219,7 +317,7 @@ impl EventLoop {
             let Some(l) = self.listeners.get(listener) else {
                 return;
             };
-            let (stream, peer) = match l.accept() {
+            let (stream, peer) = match l.socket.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -230,24 +328,25 @@ impl EventLoop {
                     return;
                 }
             };
-            self.admit(stream, peer);
+            let implicit_tls = l.implicit_tls;
+            self.admit(stream, peer, implicit_tls);
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, implicit_tls: bool) {
         let limits = &self.settings.limits;
         if self.open_connections >= limits.max_connections {
             log::warn!(
                 "refused {peer}: max_connections ({}) reached",
                 limits.max_connections
             );
-            let _ = stream.write(canned::TOO_MANY_CONNECTIONS);
+            refuse(&mut stream, implicit_tls, canned::TOO_MANY_CONNECTIONS);
             return;
         }
         let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         if from_ip >= limits.max_per_ip {
             log::warn!("refused {peer}: max_per_ip ({}) reached", limits.max_per_ip);
-            let _ = stream.write(canned::TOO_MANY_FROM_IP);
+            refuse(&mut stream, implicit_tls, canned::TOO_MANY_FROM_IP);
             return;
         }
         // Replies are written whole; Nagle would only delay the last
@@ -255,6 +354,23 @@ impl EventLoop {
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("set_nodelay for {peer}: {e}");
         }
+        let transport = if implicit_tls {
+            match self.tls.as_ref().map(TlsAcceptor::accept) {
+                Some(Ok(tls)) => Transport::Tls(Box::new(tls)),
+                Some(Err(e)) => {
+                    log::error!("cannot start TLS for {peer}: {e}");
+                    return;
+                }
+                None => {
+                    // Config validation requires `tls` for implicit
+                    // listeners, so this is a bug, not an operator error.
+                    log::error!("implicit TLS listener without a certificate; refusing {peer}");
+                    return;
+                }
+            }
+        } else {
+            Transport::Plain
+        };
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.connections.push(None);
             self.connections.len() - 1
@@ -268,11 +384,12 @@ impl EventLoop {
             self.free_slots.push(slot);
             return;
         }
-        let plaintext_auth_allowed = match self.settings.plaintext_auth {
-            PlaintextAuth::Always => true,
-            PlaintextAuth::LoopbackOnly => peer.ip().is_loopback(),
-            PlaintextAuth::Never => false,
-        };
+        let plaintext_auth_allowed = implicit_tls
+            || match self.settings.plaintext_auth {
+                PlaintextAuth::Always => true,
+                PlaintextAuth::LoopbackOnly => peer.ip().is_loopback(),
+                PlaintextAuth::Never => false,
+            };
         let id = self.next_session_id;
         self.next_session_id = self.next_session_id.wrapping_add(1);
         let session = Session::new(
@@ -280,10 +397,15 @@ impl EventLoop {
             Peer {
                 addr: peer,
                 plaintext_auth_allowed,
+                tls: implicit_tls,
+                stls_available: !implicit_tls && self.tls.is_some(),
             },
             id,
         );
-        log::debug!("session={id:08x} connect remote={peer}");
+        log::debug!(
+            "session={id:08x} connect remote={peer} tls={}",
+            if implicit_tls { "yes" } else { "no" }
+        );
         let mut out = Vec::new();
         session.greeting(&mut out);
         let generation = self.next_generation;
@@ -292,6 +414,7 @@ impl EventLoop {
         self.connections[slot] = Some(Connection {
             generation,
             stream,
+            transport,
             peer,
             session: Some(Box::new(session)),
             phase: Phase::Ready,
@@ -309,37 +432,112 @@ impl EventLoop {
         let deadline = now + Duration::from_secs(self.settings.limits.login_timeout_secs);
         self.timers
             .push(Reverse((deadline, slot, generation, TimerKind::Idle as u8)));
+        if implicit_tls {
+            self.start_handshake_timer(slot, generation);
+        }
         self.advance(slot);
     }
 
-    /// Reads until the socket would block or the queue is full.
-    fn read(&mut self, slot: usize) {
+    fn start_handshake_timer(&mut self, slot: usize, generation: u64) {
+        let deadline =
+            Instant::now() + Duration::from_secs(self.settings.limits.tls_handshake_timeout_secs);
+        self.timers.push(Reverse((
+            deadline,
+            slot,
+            generation,
+            TimerKind::Handshake as u8,
+        )));
+    }
+
+    /// Reads until the socket would block or the queue is full. Returns a
+    /// reason when the connection must close at once (a TLS failure).
+    fn read(&mut self, slot: usize) -> Option<&'static str> {
         let max_lines = self.settings.limits.max_pipelined_lines;
-        let Some(conn) = self.connections.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
+        let conn = self.connections.get_mut(slot).and_then(Option::as_mut)?;
         if conn.peer_closed || conn.phase == Phase::Closing {
-            return;
+            // Nothing more will be read; a pause no longer matters.
+            conn.read_paused = false;
+            return None;
+        }
+        if matches!(conn.transport, Transport::Upgrading | Transport::Away) {
+            // `advance` reads again once TLS is on or back.
+            conn.read_paused = true;
+            return None;
         }
         loop {
             if conn.queued.len() >= max_lines {
                 conn.read_paused = true;
-                return;
+                return None;
             }
-            match conn.stream.read(&mut self.read_buffer) {
+            let result = match &mut conn.transport {
+                Transport::Tls(tls) => {
+                    // Plaintext rustls already holds comes first: it may be
+                    // left from before a pause, and no readiness event will
+                    // announce it.
+                    match tls.read_plaintext(&mut self.read_buffer) {
+                        Plaintext::Data(n) => {
+                            conn.framer.feed(&self.read_buffer[..n], &mut conn.queued);
+                            continue;
+                        }
+                        Plaintext::Closed => {
+                            conn.peer_closed = true;
+                            return None;
+                        }
+                        Plaintext::Empty => {}
+                    }
+                    if tls.is_handshaking() {
+                        // Read only; the processing goes to a handshake
+                        // thread.
+                        match tls.receive(&mut conn.stream) {
+                            Ok(n) if n > 0 => {
+                                conn.last_activity = Instant::now();
+                                return send_to_handshake_thread(&self.handshakes, conn, slot);
+                            }
+                            other => other,
+                        }
+                    } else {
+                        tls.read_tls(&mut conn.stream)
+                    }
+                }
+                _ => {
+                    let result = conn.stream.read(&mut self.read_buffer);
+                    if let Ok(n) = result {
+                        conn.framer.feed(&self.read_buffer[..n], &mut conn.queued);
+                    }
+                    result
+                }
+            };
+            match result {
                 Ok(0) => {
                     conn.peer_closed = true;
-                    return;
+                    if handshaking(conn) {
+                        log::debug!(
+                            "{} closed the connection during the TLS handshake",
+                            conn.peer
+                        );
+                        return Some("closed during TLS handshake");
+                    }
+                    return None;
                 }
-                Ok(n) => {
-                    conn.last_activity = Instant::now();
-                    conn.framer.feed(&self.read_buffer[..n], &mut conn.queued);
-                }
+                Ok(_) => conn.last_activity = Instant::now(),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.read_paused = false;
-                    return;
+                    return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    if let Transport::Tls(tls) = &mut conn.transport {
+                        if tls.is_handshaking() {
+                            log::info!("TLS handshake with {} failed: {e}", conn.peer);
+                        } else {
+                            log::debug!("TLS error from {}: {e}", conn.peer);
+                        }
+                        // Tell the client why (rustls queued an alert); one
+                        // try, the connection is going anyway.
+                        let _ = tls.write_tls(&mut conn.stream);
+                    }
+                    return Some("TLS error");
+                }
                 Err(e) => {
                     log::debug!("read from {}: {e}", conn.peer);
                     conn.peer_closed = true;
@@ -350,7 +548,7 @@ impl EventLoop {
                     };
                     conn.out.clear();
                     conn.written = 0;
-                    return;
+                    return None;
                 }
             }
         }
@@ -363,7 +561,7 @@ impl EventLoop {
             let Some(conn) = self.connections.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
-            if !matches!(conn.phase, Phase::Delayed(_)) && conn.written < conn.out.len() {
+            if !matches!(conn.phase, Phase::Delayed(_)) && has_pending_output(conn) {
                 match write_pending(conn) {
                     Ok(()) => {}
                     Err(e) => {
@@ -373,7 +571,7 @@ impl EventLoop {
                     }
                 }
             }
-            let drained = conn.written >= conn.out.len();
+            let drained = !has_pending_output(conn);
             if drained && !conn.out.is_empty() {
                 conn.out.clear();
                 conn.written = 0;
@@ -381,8 +579,32 @@ impl EventLoop {
                     conn.out = Vec::new();
                 }
             }
+            if drained && matches!(conn.transport, Transport::Upgrading) {
+                // The +OK to STLS is out: from here on the socket carries
+                // TLS. Whatever the client sent before is already gone.
+                match self.tls.as_ref().map(TlsAcceptor::accept) {
+                    Some(Ok(tls)) => conn.transport = Transport::Tls(Box::new(tls)),
+                    Some(Err(e)) => {
+                        log::error!("cannot start TLS for {}: {e}", conn.peer);
+                        self.close(slot, "TLS unavailable");
+                        return;
+                    }
+                    None => {
+                        log::error!("STLS accepted without a certificate; closing {}", conn.peer);
+                        self.close(slot, "TLS unavailable");
+                        return;
+                    }
+                }
+                // The ClientHello may already be waiting; no new edge will
+                // say so.
+                conn.read_paused = true;
+                let generation = conn.generation;
+                self.start_handshake_timer(slot, generation);
+                continue;
+            }
             match conn.phase {
                 Phase::Closing if drained => {
+                    send_close_notify(conn);
                     self.close(slot, "closed");
                     return;
                 }
@@ -395,13 +617,20 @@ impl EventLoop {
                     return;
                 }
                 Phase::Ready if drained && conn.peer_closed => {
+                    send_close_notify(conn);
                     self.close(slot, "disconnected");
                     return;
                 }
                 _ => {}
             }
-            if conn.read_paused && conn.queued.len() < max_lines {
-                self.read(slot);
+            if conn.read_paused
+                && conn.queued.len() < max_lines
+                && !matches!(conn.transport, Transport::Upgrading | Transport::Away)
+            {
+                if let Some(reason) = self.read(slot) {
+                    self.close(slot, reason);
+                    return;
+                }
                 // Reading may have queued lines or seen the end; go round.
                 continue;
             }
@@ -481,6 +710,39 @@ impl EventLoop {
         while let Ok(done) = self.done.try_recv() {
             self.complete(done);
         }
+        while let Ok(done) = self.handshakes_done.try_recv() {
+            self.complete_handshake(done);
+        }
+    }
+
+    /// A handshake step came back: send what it produced, read on.
+    fn complete_handshake(&mut self, done: HandshakeDone) {
+        let HandshakeDone {
+            conn: id,
+            mut tls,
+            result,
+        } = done;
+        let Some(conn) = self
+            .connections
+            .get_mut(id.slot)
+            .and_then(Option::as_mut)
+            .filter(|c| c.generation == id.generation)
+        else {
+            // Closed meanwhile (timeout, shutdown): nothing to do.
+            return;
+        };
+        if let Err(e) = result {
+            log::info!("TLS handshake with {} failed: {e}", conn.peer);
+            // The alert saying why; one try, the connection is going anyway.
+            let _ = tls.write_tls(&mut conn.stream);
+            self.close(id.slot, "TLS error");
+            return;
+        }
+        if let Some(negotiated) = tls.newly_established() {
+            log::debug!("TLS established with {}: {negotiated}", conn.peer);
+        }
+        conn.transport = Transport::Tls(tls);
+        self.advance(id.slot);
     }
 
     fn complete(&mut self, done: Done) {
@@ -517,6 +779,25 @@ impl EventLoop {
             Directive::Continue => Phase::Ready,
             Directive::MoreBody => Phase::Streaming,
             Directive::Close => Phase::Closing,
+            Directive::StartTls if !matches!(conn.transport, Transport::Plain) => {
+                // The session offers STLS only on plain connections.
+                log::error!(
+                    "STLS on a connection that is not plain; closing {}",
+                    conn.peer
+                );
+                Phase::Closing
+            }
+            Directive::StartTls => {
+                // CVE-2011-0411: nothing the client sent before the
+                // handshake may be answered after it. Drop the lines queued
+                // behind STLS (the worker's leftovers and whatever was read
+                // since) and the framer's partial line; the socket is not
+                // read again until TLS is on.
+                conn.queued.clear();
+                conn.framer = Framer::new(MAX_COMMAND_LINE);
+                conn.transport = Transport::Upgrading;
+                Phase::Ready
+            }
             Directive::Delay(delay) => {
                 let at = Instant::now() + delay;
                 self.timers.push(Reverse((
@@ -558,6 +839,17 @@ impl EventLoop {
                 }
                 continue;
             }
+            if kind == TimerKind::Handshake as u8 {
+                if handshaking(conn) {
+                    log::info!(
+                        "TLS handshake with {} not finished after {} s; closing",
+                        conn.peer,
+                        self.settings.limits.tls_handshake_timeout_secs
+                    );
+                    self.close(slot, "TLS handshake timeout");
+                }
+                continue;
+            }
             let limit = if conn.authenticated {
                 idle_timeout
             } else {
@@ -570,7 +862,7 @@ impl EventLoop {
                 continue;
             }
             log::info!("closing idle connection from {}", conn.peer);
-            let _ = conn.stream.write(canned::IDLE_TIMEOUT);
+            send_best_effort(conn, canned::IDLE_TIMEOUT);
             self.close(slot, "idle timeout");
         }
     }
@@ -604,8 +896,79 @@ impl EventLoop {
     }
 }
 
-/// Writes as much pending output as the socket takes.
+/// Says why a connection is refused before it is admitted. A client on an
+/// implicit-TLS port expects a handshake, not a POP3 line, so it only sees
+/// the close.
+fn refuse(stream: &mut TcpStream, implicit_tls: bool, line: &[u8]) {
+    if !implicit_tls {
+        let _ = stream.write(line);
+    }
+}
+
+/// Hands a handshaking connection's TLS state, with the records just read,
+/// to a handshake thread; the connection reads again when it is back.
+fn send_to_handshake_thread(
+    handshakes: &Sender<HandshakeJob>,
+    conn: &mut Connection,
+    slot: usize,
+) -> Option<&'static str> {
+    let Transport::Tls(tls) = std::mem::replace(&mut conn.transport, Transport::Away) else {
+        return None;
+    };
+    conn.read_paused = true;
+    let id = ConnId {
+        slot,
+        generation: conn.generation,
+    };
+    match handshakes.try_send(HandshakeJob { conn: id, tls }) {
+        Ok(()) => None,
+        Err(_) => {
+            log::error!("handshake threads unavailable; closing {}", conn.peer);
+            Some("handshake threads unavailable")
+        }
+    }
+}
+
+/// Whether reply bytes or TLS records are still waiting for the socket.
+fn has_pending_output(conn: &Connection) -> bool {
+    conn.written < conn.out.len()
+        || matches!(&conn.transport, Transport::Tls(tls) if tls.wants_write())
+}
+
+/// Whether a TLS handshake is still in progress on this connection.
+fn handshaking(conn: &Connection) -> bool {
+    match &conn.transport {
+        Transport::Tls(tls) => tls.is_handshaking(),
+        Transport::Away => true,
+        Transport::Plain | Transport::Upgrading => false,
+    }
+}
+
+/// Writes as much pending output as the socket takes. With TLS, reply
+/// bytes move into rustls' bounded buffer (not before the handshake has
+/// finished) and records move to the socket, until either stops.
 fn write_pending(conn: &mut Connection) -> io::Result<()> {
+    if matches!(conn.transport, Transport::Away) {
+        // The TLS state is at a handshake thread; replies wait for it.
+        return Ok(());
+    }
+    if let Transport::Tls(tls) = &mut conn.transport {
+        loop {
+            if conn.written < conn.out.len() {
+                conn.written += tls.write_plaintext(&conn.out[conn.written..]);
+            }
+            if !tls.wants_write() {
+                return Ok(());
+            }
+            match tls.write_tls(&mut conn.stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => conn.last_activity = Instant::now(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     while conn.written < conn.out.len() {
         match conn.stream.write(&conn.out[conn.written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -619,6 +982,33 @@ fn write_pending(conn: &mut Connection) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends a line the loop says on its own (timeout, shutdown) just before
+/// closing: one write attempt, through TLS when the connection has it.
+fn send_best_effort(conn: &mut Connection, line: &[u8]) {
+    match &mut conn.transport {
+        Transport::Tls(tls) => {
+            if !tls.is_handshaking() {
+                tls.write_plaintext(line);
+                tls.close_notify();
+                let _ = tls.write_tls(&mut conn.stream);
+            }
+        }
+        Transport::Plain | Transport::Upgrading => {
+            let _ = conn.stream.write(line);
+        }
+        Transport::Away => {}
+    }
+}
+
+/// Ends TLS politely before a normal close (after QUIT or the client's own
+/// close). Clients do not depend on it, so one write attempt is enough.
+fn send_close_notify(conn: &mut Connection) {
+    if let Transport::Tls(tls) = &mut conn.transport {
+        tls.close_notify();
+        let _ = tls.write_tls(&mut conn.stream);
+    }
 }
 
 /// Session ids start at a time-derived value so ids from different runs of

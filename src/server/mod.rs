@@ -8,15 +8,20 @@
 //! - `framer.rs`: bytes to bounded command lines.
 //! - `event_loop.rs`: accept, read, write, timers, backpressure.
 //! - `worker.rs`: jobs, completions, the worker threads.
+//! - `tls.rs`: certificates and per-connection TLS state (the only file that
+//!   uses rustls).
+//! - `handshake.rs`: threads that do TLS handshake crypto off the loop.
 
 mod event_loop;
 pub mod framer;
+mod handshake;
+mod tls;
 mod worker;
 
 use crate::backend::registry;
 use crate::config::Config;
 use crate::protocol::SessionEnv;
-use event_loop::{EventLoop, LoopSettings, Stop, SIGNALS, WAKER};
+use event_loop::{EventLoop, ListenSocket, LoopSettings, Signalled, Stop, SIGNALS, WAKER};
 use mio::{Interest, Poll};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -25,6 +30,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use worker::Notifier;
+
+pub use tls::TlsError;
 
 /// Jobs that may wait in the channel per worker before the loop keeps them
 /// in its own backlog instead.
@@ -40,8 +47,8 @@ pub enum ServerError {
     },
     /// A backend refused its configuration or could not start.
     Backend(String),
-    /// The configuration asks for something this build cannot do.
-    Unsupported(String),
+    /// The TLS certificate or key could not be loaded.
+    Tls(TlsError),
     /// The event loop's own machinery failed (poll, waker, signals).
     Io(std::io::Error),
 }
@@ -54,7 +61,7 @@ impl fmt::Display for ServerError {
                 "cannot listen on {addr}: {source} (is another server using the port, or does it need root?)"
             ),
             ServerError::Backend(msg) => write!(f, "backend: {msg}"),
-            ServerError::Unsupported(msg) => write!(f, "{msg}"),
+            ServerError::Tls(e) => write!(f, "{e}"),
             ServerError::Io(e) => write!(f, "event loop: {e}"),
         }
     }
@@ -68,14 +75,20 @@ impl From<std::io::Error> for ServerError {
     }
 }
 
-/// Runs the server until SIGTERM or SIGINT. `on_ready` is called with the
-/// bound addresses once every listener is up (the demo prints how to connect).
+/// Loads the certificate and key as the server would at start, so
+/// `check-config` can report a bad file before a restart finds it.
+pub fn check_tls(files: &crate::config::TlsFiles) -> Result<(), TlsError> {
+    tls::TlsAcceptor::load(files).map(drop)
+}
+
+/// Runs the server until SIGTERM or SIGINT; SIGHUP reloads the TLS
+/// certificate and key. `on_ready` is called with the bound addresses once
+/// every listener is up (the demo prints how to connect).
 pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(), ServerError> {
-    if config.tls.is_some() || config.listen.iter().any(|l| l.implicit_tls) {
-        return Err(ServerError::Unsupported(
-            "TLS (`tls`, `implicit_tls`) is not supported by this version of pop3d yet; remove those keys and terminate TLS in front of pop3d".into(),
-        ));
-    }
+    let tls = match &config.tls {
+        Some(files) => Some(tls::TlsAcceptor::load(files).map_err(ServerError::Tls)?),
+        None => None,
+    };
     let auth =
         registry::build_auth(&config.auth).map_err(|e| ServerError::Backend(e.to_string()))?;
     let store =
@@ -96,7 +109,10 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
                 source,
             })?;
         bound.push(socket.local_addr()?);
-        listeners.push(socket);
+        listeners.push(ListenSocket {
+            socket,
+            implicit_tls: listener.implicit_tls,
+        });
     }
 
     let poll = Poll::new()?;
@@ -123,6 +139,27 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
     }
     drop(done_tx);
 
+    // Handshake threads exist only when TLS is configured. Half the cores:
+    // a storm of new TLS clients then cannot take the CPU from sessions.
+    let handshake_threads = if tls.is_some() {
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    } else {
+        0
+    };
+    let (handshake_tx, handshake_rx) =
+        crossbeam_channel::bounded(config.limits.max_connections.max(1));
+    let (handshake_done_tx, handshake_done_rx) = crossbeam_channel::unbounded();
+    for i in 0..handshake_threads {
+        let jobs = handshake_rx.clone();
+        let done = handshake_done_tx.clone();
+        let notifier = Arc::clone(&notifier);
+        let thread = std::thread::Builder::new()
+            .name(format!("pop3d-tls-{i}"))
+            .spawn(move || handshake::run(jobs, done, notifier))?;
+        threads.push(thread);
+    }
+    drop((handshake_rx, handshake_done_tx));
+
     let settings = LoopSettings {
         limits: config.limits.clone(),
         plaintext_auth: config.allow_plaintext_auth,
@@ -130,24 +167,29 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
     let mut event_loop = EventLoop::new(
         poll,
         listeners,
+        tls,
         job_tx.clone(),
         done_rx.clone(),
+        (handshake_tx, handshake_done_rx),
         notifier,
         env,
         settings,
     )?;
     log::info!("{workers} worker threads running sessions");
+    if handshake_threads > 0 {
+        log::info!("{handshake_threads} thread(s) for TLS handshakes");
+    }
     on_ready(&bound);
 
     let stop = event_loop.run(&mut || {
-        let mut stop = None;
+        let mut signalled = Signalled::default();
         for signal in signals.pending() {
             match signal {
-                SIGHUP => log::warn!("SIGHUP: configuration reload is not supported yet; ignoring"),
-                other => stop = Some(other),
+                SIGHUP => signalled.reload = true,
+                other => signalled.stop = Some(other),
             }
         }
-        stop
+        signalled
     });
     let leftover = event_loop.shutdown();
     let Stop::Signal(signal) = stop?;

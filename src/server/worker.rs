@@ -72,7 +72,7 @@ impl Notifier {
         }
     }
 
-    fn notify(&self) {
+    pub fn notify(&self) {
         if !self.pending.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.waker.wake() {
                 log::error!("cannot wake the event loop: {e}");

@@ -13,6 +13,12 @@
 //! - [`wire_form`], [`dot_stuff`], [`unstuff`] and [`top_of`] compute what a
 //!   stored message must look like on the wire, so tests compare bytes.
 //!
+//! Backends: the built-in `passwd-file` and `maildir` by default. With
+//! `POP3D_TEST_PLUGINS=so` the same plugin crates are loaded from their
+//! shared libraries instead (`libpop3d_passwd_file.so`,
+//! `libpop3d_maildir.so`, built once per test binary), so the whole suite
+//! can run against plugins loaded by path; see [`backend_plugins`].
+//!
 //! Message numbering: the fixture gives each message a file name whose
 //! timestamp and modification time increase in the order messages were
 //! added, so a store that numbers by delivery time (name or mtime) numbers
@@ -29,6 +35,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long any single read or wait may take before the test fails. It is a
@@ -279,8 +286,9 @@ impl TestServer {
             .map(|(k, v)| format!("{k}: {v}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let (auth, store) = backend_plugins();
         format!(
-            "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n    limits: ({limits}),\n    auth: (plugin: \"passwd-file\", config: (path: \"{passwd}\")),\n    store: (plugin: \"maildir\", config: (root: \"{root}\")),\n)\n",
+            "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n    limits: ({limits}),\n    auth: (plugin: {auth:?}, config: (path: \"{passwd}\")),\n    store: (plugin: {store:?}, config: (root: \"{root}\")),\n)\n",
             port = self.port,
             passwd = self.dir.join("passwd").display(),
             root = self.dir.join("mail/%u/Maildir").display(),
@@ -925,4 +933,50 @@ pub fn big_message(size: usize) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+/// The `plugin` values of the auth and store sections every server gets:
+/// `("passwd-file", "maildir")`, or with `POP3D_TEST_PLUGINS=so` the paths
+/// of those plugin crates' shared libraries, built here (once per test
+/// binary) with the profile and target directory of this test binary.
+pub fn backend_plugins() -> &'static (String, String) {
+    static PLUGINS: OnceLock<(String, String)> = OnceLock::new();
+    PLUGINS.get_or_init(|| match std::env::var("POP3D_TEST_PLUGINS").as_deref() {
+        Err(_) | Ok("") | Ok("builtin") => ("passwd-file".into(), "maildir".into()),
+        Ok("so") => {
+            // This binary is <target>/<profile>/deps/<test>-<hash>.
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            // A target directory of their own: built alone, the plugin
+            // crates get other features of shared dependencies than in the
+            // workspace build, and rebuilding them in place would overwrite
+            // rlibs the other tests link against.
+            let libs_target = profile_dir.parent().unwrap().join("plugin-libs");
+            let libs_dir = libs_target.join(profile_dir.file_name().unwrap());
+            let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+                "debug" => "dev".to_string(),
+                other => other.to_string(),
+            };
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "--profile", &profile])
+                .args(["-p", "pop3d-passwd-file", "-p", "pop3d-maildir"])
+                .arg("--target-dir")
+                .arg(&libs_target)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cannot run cargo to build the plugin libraries");
+            assert!(status.success(), "building the plugin libraries failed");
+            let library = |name: &str| {
+                let path = libs_dir.join(name);
+                assert!(path.exists(), "{} was not built", path.display());
+                path.display().to_string()
+            };
+            (
+                library("libpop3d_passwd_file.so"),
+                library("libpop3d_maildir.so"),
+            )
+        }
+        Ok(other) => panic!("POP3D_TEST_PLUGINS={other:?}: use \"so\" or \"builtin\""),
+    })
 }

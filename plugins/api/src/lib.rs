@@ -59,12 +59,16 @@
 //! # Layout
 //! - [`abi`]: the `#[repr(C)]` types, constants and function signatures.
 //! - [`logging`]: logging through the host's callback into the host's log.
+//! - `config` (feature `config`): reading the plugin's RON config section
+//!   the way pop3d reads its own file.
 //! - this file: the safe traits, the plugin-side error type and the wire
 //!   size rule.
 //! - `export.rs` (hidden): the trampolines the export macros instantiate.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod abi;
+#[cfg(feature = "config")]
+pub mod config;
 #[doc(hidden)]
 pub mod export;
 pub mod logging;
@@ -260,10 +264,12 @@ pub trait Maildrop: Send + 'static {
 
 /// Counts a message's size on the wire while its raw bytes stream past.
 ///
-/// The rule (the same for every store, so STAT, LIST and RETR agree): every
-/// LF not preceded by CR becomes CRLF, and a CRLF is added when the message
-/// does not end in LF (so an empty message counts 2). Dot-stuffing is not
-/// counted. A CR and its LF may arrive in different chunks.
+/// The rule (the same for every store, and the one pop3d's encoder applies,
+/// so STAT, LIST and RETR agree): every LF not preceded by CR becomes CRLF,
+/// and a CRLF is added when a *non-empty* message does not end in LF. An
+/// empty message has wire size 0 (RETR sends `+OK 0 octets` and the
+/// terminating `.` line only). Dot-stuffing is not counted. A CR and its LF
+/// may arrive in different chunks.
 #[derive(Debug, Clone, Default)]
 pub struct WireSize {
     /// Octets counted so far, conversions included.
@@ -280,26 +286,26 @@ impl WireSize {
 
     /// Counts the next chunk of raw bytes.
     pub fn update(&mut self, chunk: &[u8]) {
-        let mut previous = self.last;
-        let mut added_cr = 0u64;
-        for &byte in chunk {
-            if byte == b'\n' && previous != Some(b'\r') {
-                added_cr += 1;
-            }
-            previous = Some(byte);
-        }
-        self.total += chunk.len() as u64 + added_cr;
-        if !chunk.is_empty() {
-            self.last = previous;
-        }
+        let (Some(&first), Some(&last)) = (chunk.first(), chunk.last()) else {
+            return;
+        };
+        // Bare LFs = all LFs - those after a CR. Counted as whole-slice
+        // passes (which compile to vector code) rather than byte by byte,
+        // since a store may size every message of a large maildrop.
+        let line_feeds = chunk.iter().filter(|&&byte| byte == b'\n').count();
+        let after_cr = chunk.windows(2).filter(|pair| pair == b"\r\n").count();
+        let split_crlf = usize::from(first == b'\n' && self.last == Some(b'\r'));
+        let bare = line_feeds - after_cr - split_crlf;
+        self.total += (chunk.len() + bare) as u64;
+        self.last = Some(last);
     }
 
     /// The wire size of everything counted.
     pub fn finish(&self) -> u64 {
-        if self.last == Some(b'\n') {
-            self.total
-        } else {
-            self.total + 2
+        match self.last {
+            // Nothing seen: an empty message gets no line end.
+            None | Some(b'\n') => self.total,
+            Some(_) => self.total + 2,
         }
     }
 }
@@ -334,9 +340,16 @@ pub fn wire_size_of_reader(mut reader: impl io::Read) -> io::Result<u64> {
 /// `pub unsafe extern "C" fn pop3d_plugin_entry` (symbol
 /// `pop3d_plugin_my_auth`) where it is invoked. Every call through the
 /// table runs inside `catch_unwind`; a panic returns `PANICKED`.
+///
+/// The header's name, which pop3d's log shows, is `my_auth`; a third
+/// argument sets another (`export_auth_plugin!(my_auth, MyAuth, "my-auth")`),
+/// for a name a symbol cannot spell.
 #[macro_export]
 macro_rules! export_auth_plugin {
     ($name:ident, $plugin:ty) => {
+        $crate::export_auth_plugin!($name, $plugin, stringify!($name));
+    };
+    ($name:ident, $plugin:ty, $display:expr) => {
         $crate::__export_plugin_common!($name, $plugin);
 
         /// Entry point of this pop3d auth plugin (see `pop3d_plugin_api`).
@@ -352,7 +365,7 @@ macro_rules! export_auth_plugin {
             static TABLE: $crate::abi::Pop3dAuthTable = $crate::export::auth_table::<$plugin>();
             static HEADER: $crate::export::StaticHeader = $crate::export::StaticHeader::new(
                 $crate::abi::KIND_AUTH,
-                concat!(stringify!($name), "\0"),
+                concat!($display, "\0"),
                 &TABLE as *const $crate::abi::Pop3dAuthTable as *const ::std::ffi::c_void,
             );
             // SAFETY: this function's own contract is the one register_host
@@ -365,10 +378,14 @@ macro_rules! export_auth_plugin {
 
 /// Builds the static header and function table of a store plugin from a
 /// [`StorePlugin`] implementation and exports its entry symbol
-/// `pop3d_plugin_<name>`. See [`export_auth_plugin!`].
+/// `pop3d_plugin_<name>`. See [`export_auth_plugin!`], also for the
+/// optional third argument.
 #[macro_export]
 macro_rules! export_store_plugin {
     ($name:ident, $plugin:ty) => {
+        $crate::export_store_plugin!($name, $plugin, stringify!($name));
+    };
+    ($name:ident, $plugin:ty, $display:expr) => {
         $crate::__export_plugin_common!($name, $plugin);
 
         /// Entry point of this pop3d store plugin (see `pop3d_plugin_api`).
@@ -384,7 +401,7 @@ macro_rules! export_store_plugin {
             static TABLE: $crate::abi::Pop3dStoreTable = $crate::export::store_table::<$plugin>();
             static HEADER: $crate::export::StaticHeader = $crate::export::StaticHeader::new(
                 $crate::abi::KIND_STORE,
-                concat!(stringify!($name), "\0"),
+                concat!($display, "\0"),
                 &TABLE as *const $crate::abi::Pop3dStoreTable as *const ::std::ffi::c_void,
             );
             // SAFETY: this function's own contract is the one register_host
@@ -418,8 +435,10 @@ mod tests {
     #[test]
     fn wire_size_follows_the_crlf_rule() {
         let cases: &[(&[u8], u64)] = &[
-            (b"", 2),
+            (b"", 0),
             (b"a", 3),
+            (b"\r", 3),
+            (b"\n", 2),
             (b"a\n", 3),
             (b"a\r\n", 3),
             (b"a\nb\n", 6),
@@ -449,6 +468,71 @@ mod tests {
             assert_eq!(counter.finish(), wire_size_of(whole), "split at {split}");
         }
         assert_eq!(wire_size_of(whole), 25);
+    }
+
+    #[test]
+    fn an_empty_message_stays_empty_however_it_arrives() {
+        let mut counter = WireSize::new();
+        counter.update(&[]);
+        counter.update(&[]);
+        assert_eq!(counter.finish(), 0);
+        assert_eq!(wire_size_of_reader(io::empty()).unwrap(), 0);
+    }
+
+    /// Hands out at most `step` bytes a read, so CR and LF land on either
+    /// side of read boundaries.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// The wire size by the definition, one byte at a time.
+    fn reference_wire_size(data: &[u8]) -> u64 {
+        let mut size = 0;
+        for (i, &b) in data.iter().enumerate() {
+            size += if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
+                2
+            } else {
+                1
+            };
+        }
+        if data.last().is_some_and(|&b| b != b'\n') {
+            size += 2;
+        }
+        size
+    }
+
+    #[test]
+    fn wire_size_of_a_reader_is_right_across_read_boundaries() {
+        let pieces: [&[u8]; 6] = [b"\r\n", b"\n", b"\r", b"ab", b".", b"\n\r"];
+        let mut data = Vec::new();
+        let mut state: u32 = 12345;
+        for _ in 0..80_000 {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            data.extend_from_slice(pieces[(state >> 16) as usize % pieces.len()]);
+        }
+        // A CRLF exactly on the 64 KiB read boundary too.
+        data[64 * 1024 - 1] = b'\r';
+        data[64 * 1024] = b'\n';
+        let expected = reference_wire_size(&data);
+        assert_eq!(wire_size_of_reader(data.as_slice()).unwrap(), expected);
+        for step in [1, 2, 3, 4096] {
+            let trickle = Trickle { data: &data, step };
+            assert_eq!(
+                wire_size_of_reader(trickle).unwrap(),
+                expected,
+                "step {step}"
+            );
+        }
     }
 
     #[test]

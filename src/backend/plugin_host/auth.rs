@@ -3,9 +3,9 @@
 use super::error::PluginError;
 use super::instance::Instance;
 use super::loader::{copy_table, create_instance, read_header};
-use super::sinks::{wipe, ByteSink, UserSink, SECRET_LIMIT};
+use super::sinks::{ByteSink, UserSink, SECRET_LIMIT};
 use super::EntryFn;
-use crate::backend::{Authenticator, BackendError, UserInfo};
+use crate::backend::{Authenticator, BackendError, Secret, UserInfo};
 use pop3d_plugin_api::abi::{self, status, Pop3dAuthTable};
 use std::fmt;
 
@@ -93,16 +93,13 @@ impl PluginAuthenticator {
         self.instance.is_poisoned()
     }
 
-    /// The user's plaintext shared secret and attributes, for challenge
-    /// mechanisms. Unknown users are `Denied`; a plugin without
-    /// `get_secret` gives `PermFail`.
-    pub fn secret(&self, user: &str) -> Result<(Secret, UserInfo), BackendError> {
-        let Some(get_secret) = self.instance.fns.get_secret else {
-            return Err(BackendError::PermFail(format!(
-                "{} cannot reveal secrets",
-                self.instance.label
-            )));
-        };
+    /// `get_secret` through the ABI; see [`Authenticator::secret`]. Unknown
+    /// users are `Denied`.
+    fn call_get_secret(
+        &self,
+        get_secret: abi::GetSecretFn,
+        user: &str,
+    ) -> Result<(Secret, UserInfo), BackendError> {
         let _guard = self.instance.enter()?;
         let mut secret = ByteSink::secret();
         let mut secret_buf = secret.as_buf();
@@ -142,7 +139,7 @@ impl PluginAuthenticator {
             )));
         }
         let info = attributes.finish(&self.instance)?;
-        Ok((Secret(std::mem::take(&mut secret.bytes)), info))
+        Ok((Secret::new(std::mem::take(&mut secret.bytes)), info))
     }
 }
 
@@ -181,27 +178,11 @@ impl Authenticator for PluginAuthenticator {
             Err(other) => Err(other),
         }
     }
-}
 
-/// A shared secret from an auth plugin. Zeroed when dropped, and never
-/// printed by `Debug`.
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    /// The secret's bytes, for computing a challenge response.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        wipe(&mut self.0);
+    /// `None` when the plugin leaves `get_secret` NULL (or its table ends
+    /// before it).
+    fn secret(&self, user: &str) -> Option<Result<(Secret, UserInfo), BackendError>> {
+        let get_secret = self.instance.fns.get_secret?;
+        Some(self.call_get_secret(get_secret, user))
     }
 }

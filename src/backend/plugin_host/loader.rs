@@ -23,12 +23,24 @@ pub(super) fn name_from_file(path: &Path) -> String {
     stem.strip_prefix("lib").unwrap_or(stem).replace('-', "_")
 }
 
-/// The symbol names the loader tries for `path`, in order.
+/// The package prefix of pop3d's own plugin crates: `pop3d-maildir`
+/// builds `libpop3d_maildir.so` but exports `pop3d_plugin_maildir`, the
+/// name it has as a built-in.
+const PACKAGE_PREFIX: &str = "pop3d_";
+
+/// The symbol names the loader tries for `path`, in order: the file's
+/// plugin name, that name without a `pop3d_` package prefix, then the
+/// generic alias.
 pub fn entry_symbol_candidates(path: &Path) -> Vec<String> {
     let name = name_from_file(path);
-    let mut candidates = Vec::with_capacity(2);
+    let mut candidates = Vec::with_capacity(3);
     if !name.is_empty() {
         candidates.push(format!("{}{name}", abi::ENTRY_SYMBOL_PREFIX));
+    }
+    if let Some(unprefixed) = name.strip_prefix(PACKAGE_PREFIX) {
+        if !unprefixed.is_empty() {
+            candidates.push(format!("{}{unprefixed}", abi::ENTRY_SYMBOL_PREFIX));
+        }
     }
     candidates.push(abi::GENERIC_ENTRY_SYMBOL.to_string());
     candidates
@@ -54,16 +66,22 @@ pub(super) fn open_library(path: &Path) -> Result<(EntryFn, String), PluginError
         // definition; only the function pointer is copied out.
         unsafe { library.get::<EntryFn>(symbol.as_bytes()) }
             .ok()
-            .map(|entry| *entry)
+            .map(|entry| (*entry, symbol))
     });
     // Never unload: the entry pointer copied above, and everything the
     // plugin hands out later, must stay valid for the rest of the process.
     std::mem::forget(library);
-    let entry = found.ok_or(PluginError::NoEntrySymbol {
+    let (entry, symbol) = found.ok_or_else(|| PluginError::NoEntrySymbol {
         plugin,
-        tried: candidates,
+        tried: candidates.clone(),
     })?;
-    Ok((entry, log_target(&name_from_file(path))))
+    // The name in the symbol found, so `libpop3d_maildir.so` logs under
+    // the same target as the built-in `maildir`.
+    let name = match symbol.strip_prefix(abi::ENTRY_SYMBOL_PREFIX) {
+        Some(name) if symbol != abi::GENERIC_ENTRY_SYMBOL => name.to_string(),
+        _ => name_from_file(path),
+    };
+    Ok((entry, log_target(&name)))
 }
 
 /// What the host tells the log callback about the plugin that is logging.
@@ -272,5 +290,21 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn pop3d_plugin_crates_are_found_under_their_built_in_names() {
+        assert_eq!(
+            entry_symbol_candidates(Path::new("target/debug/libpop3d_passwd_file.so")),
+            [
+                "pop3d_plugin_pop3d_passwd_file",
+                "pop3d_plugin_passwd_file",
+                "pop3d_plugin_entry"
+            ]
+        );
+        assert_eq!(
+            entry_symbol_candidates(Path::new("libpop3d_.so")),
+            ["pop3d_plugin_pop3d_", "pop3d_plugin_entry"]
+        );
     }
 }

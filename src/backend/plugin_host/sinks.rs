@@ -70,7 +70,7 @@ impl ByteSink {
 
 impl Drop for ByteSink {
     /// A secret sink may be dropped on an error path before its bytes were
-    /// moved into a [`Secret`]; wiping every sink covers that too.
+    /// moved into a [`Secret`](crate::backend::Secret); wiping every sink covers that too.
     fn drop(&mut self) {
         wipe(&mut self.bytes);
     }
@@ -406,7 +406,7 @@ pub(super) unsafe extern "C" fn host_list_message(
 
 /// Overwrites bytes about to be freed, so a secret does not linger in the
 /// allocator's free memory.
-pub(super) fn wipe(bytes: &mut [u8]) {
+pub(crate) fn wipe(bytes: &mut [u8]) {
     for byte in bytes.iter_mut() {
         // SAFETY: a valid, exclusively borrowed byte; volatile so the
         // compiler cannot drop the write to memory about to be freed.

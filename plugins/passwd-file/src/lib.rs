@@ -1,4 +1,9 @@
-//! Authentication against a Dovecot-compatible passwd-file.
+//! pop3d's passwd-file auth plugin: a Dovecot-compatible passwd-file.
+//!
+//! pop3d links this crate as its built-in `passwd-file` auth backend; the
+//! same code builds as `libpop3d_passwd_file.so` (entry symbol
+//! `pop3d_plugin_passwd_file`), and both are reached only through the plugin
+//! ABI. Config: `(path: "/etc/pop3d/passwd")`; see [`PasswdFileConfig`].
 //!
 //! One user per line, fields separated by `:`:
 //!
@@ -25,8 +30,16 @@
 //! Password checks take the same time whether the user exists or not: an
 //! unknown user is compared against a dummy password. Passwords never reach
 //! the log.
+//!
+//! The plugin also gives out secrets for challenge-response mechanisms
+//! (`get_secret`): the plaintext of a `{PLAIN}`/`{CLEAR}`/`{PLAIN.BASE64}`
+//! entry. A user stored in any other scheme, like an unknown user, is
+//! `DENIED` there.
+#![deny(unsafe_code)]
 
-use super::{Authenticator, BackendError, UserInfo};
+use pop3d_plugin_api::{
+    export_auth_plugin, log_error, log_info, log_warn, AuthPlugin, Error, UserInfo,
+};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -215,14 +228,14 @@ impl PasswdFile {
         match load(&self.path) {
             Ok(table) => {
                 log_warnings(&table);
-                log::info!(
+                log_info!(
                     "passwd-file: reloaded {}: {} users",
                     self.path.display(),
                     table.users.len()
                 );
                 loaded.table = table;
             }
-            Err(err) => log::error!(
+            Err(err) => log_error!(
                 "passwd-file: {err}; keeping the {} users loaded before until the file is fixed",
                 loaded.table.users.len()
             ),
@@ -244,8 +257,15 @@ impl PasswdFile {
     }
 }
 
-impl Authenticator for PasswdFile {
-    fn authenticate(&self, user: &str, password: &[u8]) -> Result<UserInfo, BackendError> {
+impl AuthPlugin for PasswdFile {
+    const SUPPORTS_SECRETS: bool = true;
+
+    fn create(config: &str) -> Result<Self, Error> {
+        let config: PasswdFileConfig = pop3d_plugin_api::config::parse(config)?;
+        PasswdFile::new(config).map_err(|err| Error::PermFail(err.to_string()))
+    }
+
+    fn authenticate(&self, user: &str, password: &[u8]) -> Result<UserInfo, Error> {
         self.reload_if_changed();
         let loaded = self.read_loaded();
         let entry = loaded.table.users.get(user);
@@ -259,10 +279,27 @@ impl Authenticator for PasswdFile {
         let accepted = constant_time_eq(stored, password) & usable;
         match entry {
             Some(entry) if bool::from(accepted) => Ok(entry.info.clone()),
-            _ => Err(BackendError::Denied),
+            _ => Err(Error::Denied),
+        }
+    }
+
+    /// The plaintext for challenge-response mechanisms. An unknown user and
+    /// one whose password is stored in a scheme that cannot give it back are
+    /// both `Denied`, as a wrong password would be.
+    fn secret(&self, user: &str) -> Result<(Vec<u8>, UserInfo), Error> {
+        self.reload_if_changed();
+        let loaded = self.read_loaded();
+        match loaded.table.users.get(user) {
+            Some(UserEntry {
+                credential: Credential::Plain(secret),
+                info,
+            }) => Ok((secret.clone(), info.clone())),
+            _ => Err(Error::Denied),
         }
     }
 }
+
+export_auth_plugin!(passwd_file, PasswdFile, "passwd-file");
 
 /// Whether `given` equals `stored`, in time that depends on the length of
 /// `given` (which the client knows) and not on where the two differ.
@@ -281,7 +318,7 @@ fn constant_time_eq(stored: &[u8], given: &[u8]) -> Choice {
 
 fn log_warnings(table: &UserTable) {
     for warning in &table.warnings {
-        log::warn!("passwd-file: {warning}");
+        log_warn!("passwd-file: {warning}");
     }
 }
 
@@ -467,7 +504,38 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::maildir::TestDir;
+
+    /// A uniquely named directory under the system temp directory, removed
+    /// with everything in it when dropped.
+    struct TestDir(
+        /// The directory, removed on drop.
+        PathBuf,
+    );
+
+    impl TestDir {
+        fn new(tag: &str) -> TestDir {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "pop3d-test-{tag}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            TestDir(path)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
 
     fn authenticator(dir: &TestDir, content: &str) -> (PasswdFile, PathBuf) {
         let path = dir.path().join("passwd");
@@ -532,7 +600,7 @@ frank:$1$oldstyle$crypt
         assert_eq!(carol.home.as_deref(), Some("/home/carol"));
         assert_eq!(
             passwd.authenticate("carol", b"c2VjcmV0OndpdGg6Y29sb25z"),
-            Err(BackendError::Denied)
+            Err(Error::Denied)
         );
     }
 
@@ -553,7 +621,7 @@ frank:$1$oldstyle$crypt
         ] {
             assert_eq!(
                 passwd.authenticate(user, password),
-                Err(BackendError::Denied),
+                Err(Error::Denied),
                 "{user}"
             );
         }
@@ -565,16 +633,16 @@ frank:$1$oldstyle$crypt
         let (passwd, path) = authenticator(&dir, SAMPLE);
         assert_eq!(
             passwd.authenticate("eve", b"$6$salt$hash"),
-            Err(BackendError::Denied)
+            Err(Error::Denied)
         );
         assert_eq!(
             passwd.authenticate("frank", b"$1$oldstyle$crypt"),
-            Err(BackendError::Denied)
+            Err(Error::Denied)
         );
         // Nor does the dummy compared against in their place let them in.
         assert_eq!(
             passwd.authenticate("eve", DUMMY_PASSWORD),
-            Err(BackendError::Denied)
+            Err(Error::Denied)
         );
         let warnings = warnings(&passwd);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
@@ -652,10 +720,7 @@ frank:$1$oldstyle$crypt
         assert!(passwd.authenticate("alice", b"one").is_ok());
 
         fs::write(&path, "alice:{PLAIN}two-two\nbob:{PLAIN}new\n").unwrap();
-        assert_eq!(
-            passwd.authenticate("alice", b"one"),
-            Err(BackendError::Denied)
-        );
+        assert_eq!(passwd.authenticate("alice", b"one"), Err(Error::Denied));
         assert!(passwd.authenticate("alice", b"two-two").is_ok());
         assert!(passwd.authenticate("bob", b"new").is_ok());
 
@@ -664,10 +729,7 @@ frank:$1$oldstyle$crypt
         fs::write(&replacement, "alice:{PLAIN}three\n").unwrap();
         fs::rename(&replacement, &path).unwrap();
         assert!(passwd.authenticate("alice", b"three").is_ok());
-        assert_eq!(
-            passwd.authenticate("bob", b"new"),
-            Err(BackendError::Denied)
-        );
+        assert_eq!(passwd.authenticate("bob", b"new"), Err(Error::Denied));
     }
 
     #[test]
@@ -676,10 +738,7 @@ frank:$1$oldstyle$crypt
         let (passwd, path) = authenticator(&dir, "alice:{PLAIN}one\n");
         fs::write(&path, "alice:{PLAIN}two\nbroken line\n").unwrap();
         assert!(passwd.authenticate("alice", b"one").is_ok());
-        assert_eq!(
-            passwd.authenticate("alice", b"two"),
-            Err(BackendError::Denied)
-        );
+        assert_eq!(passwd.authenticate("alice", b"two"), Err(Error::Denied));
 
         fs::remove_file(&path).unwrap();
         assert!(passwd.authenticate("alice", b"one").is_ok());
@@ -719,6 +778,58 @@ frank:$1$oldstyle$crypt
         for worker in workers {
             worker.join().unwrap();
         }
+    }
+
+    #[test]
+    fn secrets_are_the_plaintext_of_plain_entries_only() {
+        let dir = TestDir::new("passwd-secret");
+        let (passwd, path) = authenticator(&dir, SAMPLE);
+        let (secret, alice) = passwd.secret("alice").unwrap();
+        assert_eq!(secret, b"wonderland");
+        assert_eq!(alice.home.as_deref(), Some("/home/alice"));
+        assert_eq!(passwd.secret("bob").unwrap().0, b"builder");
+        assert_eq!(passwd.secret("carol").unwrap().0, b"secret:with:colons");
+        for no_secret in ["eve", "frank", "mallory", "Alice", ""] {
+            assert_eq!(passwd.secret(no_secret), Err(Error::Denied), "{no_secret}");
+        }
+        fs::write(&path, "alice:{PLAIN}changed\n").unwrap();
+        assert_eq!(passwd.secret("alice").unwrap().0, b"changed");
+        assert_eq!(passwd.secret("bob"), Err(Error::Denied));
+    }
+
+    fn create_error(config: &str) -> String {
+        match PasswdFile::create(config) {
+            Ok(_) => panic!("{config} was accepted"),
+            Err(Error::PermFail(message)) => message,
+            Err(other) => panic!("{config}: expected PermFail, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_reads_the_config_text_and_the_file() {
+        let dir = TestDir::new("passwd-create");
+        let path = dir.path().join("passwd");
+        fs::write(&path, "alice:{PLAIN}pw\n").unwrap();
+        let config = format!("(path: {:?})", path.display().to_string());
+        let passwd = PasswdFile::create(&config).unwrap();
+        assert!(passwd.authenticate("alice", b"pw").is_ok());
+
+        assert_eq!(create_error("()"), "config: missing field `path`");
+        assert_eq!(
+            create_error("(file: \"/etc/passwd\")"),
+            "config: unknown field `file`, expected `path`"
+        );
+        fs::write(&path, "alice:{PLAIN}pw\n\nbob\n").unwrap();
+        let bad_line = create_error(&config);
+        assert!(
+            bad_line.starts_with(&format!("{}:3: ", path.display())),
+            "{bad_line}"
+        );
+        let missing = format!(
+            "(path: {:?})",
+            dir.path().join("absent").display().to_string()
+        );
+        assert!(create_error(&missing).contains("cannot read"));
     }
 
     #[test]

@@ -1,0 +1,328 @@
+//! An open maildrop: the lock that makes it exclusive, the snapshot it
+//! serves, message readers, and the deletions of the UPDATE state.
+
+use crate::io_failure;
+use crate::snapshot::{base_name, list_message_files, MessageFile, Snapshot};
+use pop3d_plugin_api::{log_debug, log_error, Error, Maildrop, MessageInfo};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The file inside a maildir that other pop3d processes lock too.
+pub(crate) const LOCK_FILE_NAME: &str = "pop3d.lock";
+
+/// Maildirs open in this process. Shared by the store and its maildrops so a
+/// maildrop can release its entry when it is dropped.
+pub(crate) type OpenMaildirs = Arc<Mutex<HashSet<PathBuf>>>;
+
+/// Locks `open`, ignoring poisoning: the set is only ever changed by a
+/// single `insert` or `remove`, so a panic elsewhere cannot leave it
+/// half-updated.
+fn lock_table(open: &OpenMaildirs) -> MutexGuard<'_, HashSet<PathBuf>> {
+    open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The hold one session has on one maildir: an entry in the in-process
+/// table and, when the maildir exists, an OS lock on its `pop3d.lock`.
+/// Dropping it releases both.
+#[derive(Debug)]
+pub(crate) struct MaildirLock {
+    /// The table the entry is in.
+    open_maildirs: OpenMaildirs,
+    /// The entry: the maildir's path.
+    maildir: PathBuf,
+    /// The locked `pop3d.lock`, kept open because closing it releases the OS
+    /// lock. `None` when there is no maildir yet (no `cur/` or `new/`):
+    /// there is nothing on disk to protect, and nothing is created.
+    pub(crate) file: Option<File>,
+}
+
+impl MaildirLock {
+    pub(crate) fn acquire(
+        open_maildirs: &OpenMaildirs,
+        maildir: &Path,
+    ) -> Result<MaildirLock, Error> {
+        if !lock_table(open_maildirs).insert(maildir.to_path_buf()) {
+            return Err(Error::InUse(format!(
+                "{} is open in another session",
+                maildir.display()
+            )));
+        }
+        // From here on, dropping `lock` on any error path frees the entry.
+        let mut lock = MaildirLock {
+            open_maildirs: Arc::clone(open_maildirs),
+            maildir: maildir.to_path_buf(),
+            file: None,
+        };
+        // A directory without `cur/` and `new/` holds no mail yet: nothing
+        // on disk needs protecting, and nothing is created in it.
+        if !is_directory(&maildir.join("cur"))? && !is_directory(&maildir.join("new"))? {
+            return Ok(lock);
+        }
+        let lock_path = maildir.join(LOCK_FILE_NAME);
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+        {
+            Ok(file) => file,
+            // Removed since the check above: no mail either.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(lock),
+            Err(err) => {
+                return Err(io_failure(
+                    &format!("cannot open lock file {}", lock_path.display()),
+                    &err,
+                ))
+            }
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                lock.file = Some(file);
+                Ok(lock)
+            }
+            Err(TryLockError::WouldBlock) => Err(Error::InUse(format!(
+                "{} is locked by another process",
+                lock_path.display()
+            ))),
+            Err(TryLockError::Error(err)) => Err(io_failure(
+                &format!("cannot lock {}", lock_path.display()),
+                &err,
+            )),
+        }
+    }
+}
+
+/// Whether `path` is a directory; missing is `false`, but a path that
+/// cannot be looked at is an error, so a maildir the server may not read is
+/// reported rather than shown as empty.
+fn is_directory(path: &Path) -> Result<bool, Error> {
+    match fs::metadata(path) {
+        Ok(metadata) => Ok(metadata.is_dir()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(io_failure(
+            &format!("cannot look at {}", path.display()),
+            &err,
+        )),
+    }
+}
+
+impl Drop for MaildirLock {
+    fn drop(&mut self) {
+        // The OS lock goes first: a session that finds the table entry gone
+        // must not then find the file still locked and answer IN-USE.
+        drop(self.file.take());
+        lock_table(&self.open_maildirs).remove(&self.maildir);
+    }
+}
+
+/// Opens `path` for reading if it is a regular file, refusing a symlink or
+/// special file put in its place since the snapshot (a FIFO would block the
+/// worker; a symlink could point anywhere).
+pub(crate) fn open_regular_file(path: &Path) -> io::Result<File> {
+    let before = fs::symlink_metadata(path)?;
+    if !before.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let file = File::open(path)?;
+    let opened = file.metadata()?;
+    // Same device and inode: the file opened is the regular file checked,
+    // not something swapped in between the check and the open.
+    if opened.dev() != before.dev() || opened.ino() != before.ino() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file was replaced while being opened",
+        ));
+    }
+    Ok(file)
+}
+
+/// Where the message with base name `base` is now, if it is still in `cur/`
+/// or `new/` (another program may have moved it or changed its flags).
+fn find_by_base(maildir: &Path, base: &[u8]) -> Result<Option<PathBuf>, Error> {
+    for subdir in ["cur", "new"] {
+        for (name, dir_entry) in list_message_files(&maildir.join(subdir))? {
+            if base_name(&name) == base {
+                return Ok(Some(dir_entry.path()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// An open maildir: its snapshot and the lock that makes it exclusive.
+#[derive(Debug)]
+pub struct MaildirMaildrop {
+    /// The maildir, for finding moved files again.
+    maildir: PathBuf,
+    /// Sizes and unique ids, in message-number order.
+    messages: Vec<MessageInfo>,
+    /// The file behind each message, same order.
+    files: Vec<MessageFile>,
+    /// Held for the life of the maildrop; released on drop.
+    _lock: MaildirLock,
+}
+
+impl MaildirMaildrop {
+    pub(crate) fn new(maildir: PathBuf, snapshot: Snapshot, lock: MaildirLock) -> MaildirMaildrop {
+        MaildirMaildrop {
+            maildir,
+            messages: snapshot.messages,
+            files: snapshot.files,
+            _lock: lock,
+        }
+    }
+}
+
+impl Maildrop for MaildirMaildrop {
+    type Reader = MessageFileReader;
+
+    fn messages(&self) -> &[MessageInfo] {
+        &self.messages
+    }
+
+    fn open_message(&mut self, index: usize) -> Result<MessageFileReader, Error> {
+        let maildir = &self.maildir;
+        let file = self
+            .files
+            .get_mut(index)
+            .ok_or_else(|| Error::NotFound(format!("no message {}", index + 1)))?;
+        let gone = || {
+            Error::NotFound(format!(
+                "message {} ({}) was deleted by another program",
+                index + 1,
+                String::from_utf8_lossy(&file.base)
+            ))
+        };
+        let opened = match open_regular_file(&file.path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let Some(moved_to) = find_by_base(maildir, &file.base)? else {
+                    return Err(gone());
+                };
+                let reopened = open_regular_file(&moved_to);
+                file.path = moved_to;
+                reopened
+            }
+            other => other,
+        };
+        match opened {
+            Ok(opened) => Ok(MessageFileReader {
+                file: opened,
+                path: file.path.clone(),
+            }),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(gone()),
+            Err(err) => Err(io_failure(
+                &format!("cannot open {}", file.path.display()),
+                &err,
+            )),
+        }
+    }
+
+    fn commit(self, indices: &[usize]) -> Result<(), Error> {
+        let mut failures: Vec<(PathBuf, io::Error)> = Vec::new();
+        // Built on the first file not found where it was, then reused, so
+        // many files moved by another program cost one listing, not one each.
+        let mut current_locations: Option<HashMap<Vec<u8>, PathBuf>> = None;
+        for &index in indices {
+            let Some(file) = self.files.get(index) else {
+                log_error!(
+                    "maildir: asked to delete message {} of {}, which does not exist",
+                    index + 1,
+                    self.files.len()
+                );
+                continue;
+            };
+            let err = match fs::remove_file(&file.path) {
+                Ok(()) => continue,
+                Err(err) => err,
+            };
+            if err.kind() != io::ErrorKind::NotFound {
+                failures.push((file.path.clone(), err));
+                continue;
+            }
+            let locations = current_locations.get_or_insert_with(|| locate_all(&self.maildir));
+            match locations.get(&file.base) {
+                Some(moved_to) => match fs::remove_file(moved_to) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => log_debug!(
+                        "maildir: {} was already deleted by another program",
+                        moved_to.display()
+                    ),
+                    Err(err) => failures.push((moved_to.clone(), err)),
+                },
+                None => log_debug!(
+                    "maildir: {} was already deleted by another program",
+                    file.path.display()
+                ),
+            }
+        }
+        // `self` (and with it the lock) is released when this returns.
+        if failures.is_empty() {
+            return Ok(());
+        }
+        for (path, err) in &failures {
+            log_error!("maildir: cannot delete {}: {err}", path.display());
+        }
+        let (first_path, first_err) = &failures[0];
+        let context = format!(
+            "could not delete {} of {} messages, first {}",
+            failures.len(),
+            indices.len(),
+            first_path.display()
+        );
+        Err(io_failure(&context, first_err))
+    }
+}
+
+/// Base name to current path for every message file in the maildir; empty
+/// (with a log line) if the maildir cannot be listed.
+fn locate_all(maildir: &Path) -> HashMap<Vec<u8>, PathBuf> {
+    let mut locations = HashMap::new();
+    for subdir in ["cur", "new"] {
+        match list_message_files(&maildir.join(subdir)) {
+            Ok(files) => {
+                for (name, dir_entry) in files {
+                    locations
+                        .entry(base_name(&name).to_vec())
+                        .or_insert_with(|| dir_entry.path());
+                }
+            }
+            Err(err) => log_error!("maildir: {err}"),
+        }
+    }
+    locations
+}
+
+/// Streams one message file.
+#[derive(Debug)]
+pub struct MessageFileReader {
+    /// The open message.
+    file: File,
+    /// Its path, for error messages.
+    path: PathBuf,
+}
+
+/// A read error carries the file's name and the status the maildir store
+/// gives I/O failures, through the SDK's `io::Error` wrapping.
+impl Read for MessageFileReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.file.read(buf) {
+                Ok(read) => return Ok(read),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    return Err(
+                        io_failure(&format!("cannot read {}", self.path.display()), &err).into(),
+                    )
+                }
+            }
+        }
+    }
+}
