@@ -169,6 +169,13 @@ pub fn build_env(config: &Config) -> Result<Arc<SessionEnv>, InetdError> {
         store,
         auth_failure_delay: Duration::from_millis(config.limits.auth_failure_delay_ms),
         implementation: "pop3d",
+        // Processes under inetd share no memory, so there are no failure
+        // counters to keep: the delay stays fixed and only the per-connection
+        // bad-command limit applies.
+        defences: crate::protocol::guard::Defences {
+            guard: None,
+            max_bad_commands: config.limits.max_bad_commands,
+        },
     }))
 }
 

@@ -63,6 +63,7 @@ fn fixture(messages: &[(&str, &[u8])]) -> Fixture {
         store,
         auth_failure_delay: Duration::from_millis(1),
         implementation: "pop3d",
+        defences: Default::default(),
     });
     Fixture { dir, env }
 }

@@ -6,9 +6,11 @@
 //! - `command.rs`: one line in, a [`command::Command`] or a parse error out.
 //! - `encoder.rs`: raw message bytes to the CRLF, dot-stuffed wire form.
 //! - `session.rs`: the AUTHORIZATION / TRANSACTION / UPDATE state machine.
+//! - `guard.rs`: what a session asks of the shared brute-force defences.
 
 pub mod command;
 pub mod encoder;
+pub mod guard;
 pub mod session;
 
 pub use session::{Directive, Session, SessionEnv};

@@ -20,12 +20,13 @@
 use crate::backend::{Authenticator, BackendError, Maildrop, MessageReader, Store, UserInfo};
 use crate::protocol::command::{self, Command};
 use crate::protocol::encoder::{BodyEncoder, Progress};
+use crate::protocol::guard::{Defences, Refusal};
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How much reply a single call aims to produce before handing control back,
 /// so one client's large message cannot make a worker build an unbounded
@@ -49,6 +50,8 @@ pub mod canned {
     /// Sent to every open connection when the server stops.
     pub const SHUTTING_DOWN: &[u8] =
         b"-ERR [SYS/TEMP] Server shutting down, nothing was deleted\r\n";
+    /// The reply that ends a connection over `max_bad_commands`.
+    pub const TOO_MANY_BAD_COMMANDS: &str = "Too many bad commands, closing";
 }
 
 /// What a session needs from the server that created it, shared by all
@@ -64,6 +67,9 @@ pub struct SessionEnv {
     /// The IMPLEMENTATION capability (RFC 2449 6.9): name and version, so
     /// an operator debugging a client knows what answered.
     pub implementation: &'static str,
+    /// Growing delays, failure caps and the bad-command limit (see
+    /// `guard.rs`); the default is none of them.
+    pub defences: Defences,
 }
 
 /// What the connection should do after writing the bytes a call appended.
@@ -113,6 +119,8 @@ pub struct Session {
     peer: Peer,
     /// The RFC 1939 state with the data only that state needs.
     state: State,
+    /// Bad commands seen before login, against `max_bad_commands`.
+    bad_commands: u32,
 }
 
 enum State {
@@ -222,6 +230,7 @@ impl Session {
             id,
             peer,
             state: State::Authorization(Authorization::default()),
+            bad_commands: 0,
         }
     }
 
@@ -240,10 +249,7 @@ impl Session {
     pub fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Directive {
         let command = match command::parse(line) {
             Ok(command) => command,
-            Err(e) => {
-                err(out, &e.to_string());
-                return Directive::Continue;
-            }
+            Err(e) => return self.bad_command(&e.to_string(), out),
         };
         match &mut self.state {
             State::Authorization(_) => self.authorization(command, out),
@@ -258,8 +264,7 @@ impl Session {
     /// Answers a line that exceeded the length limit; the server has already
     /// discarded it.
     pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Directive {
-        err(out, "Line too long");
-        Directive::Continue
+        self.bad_command("Line too long", out)
     }
 
     /// Ends the session without UPDATE (disconnect, timeout, shutdown):
@@ -372,17 +377,17 @@ impl Session {
 
     fn login(&mut self, user: &str, password: &[u8], out: &mut Vec<u8>) -> Directive {
         let sid = Sid(self.id);
-        let info: UserInfo = match self.env.auth.authenticate(user, password) {
+        let info: UserInfo = match self.check_credentials(user, password) {
             Ok(info) => info,
-            Err(BackendError::Denied) => {
-                log::info!(
-                    "session={sid} login failed user={user:?} remote={}",
-                    self.peer.addr.ip()
-                );
-                err(out, "[AUTH] Authentication failed");
-                return Directive::Delay(self.env.auth_failure_delay);
+            Err(NotLoggedIn::Refused(refusal)) => {
+                err(out, refusal.blocked.reply());
+                return Directive::Delay(refusal.delay);
             }
-            Err(e) => {
+            Err(NotLoggedIn::Denied(delay)) => {
+                err(out, "[AUTH] Authentication failed");
+                return Directive::Delay(delay);
+            }
+            Err(NotLoggedIn::Backend(e)) => {
                 log::warn!("session={sid} auth backend failed for user={user:?}: {e}");
                 err_backend(
                     out,
@@ -743,5 +748,81 @@ impl Transaction {
         } else {
             Directive::MoreBody
         }
+    }
+}
+
+// --- Defences: bad commands and the login guard -------------------------
+//
+// Kept apart from the state machine above: every way of checking
+// credentials (USER/PASS, and SASL mechanisms) goes through
+// `check_credentials`, so the guard sees every attempt.
+
+/// Why a credentials check logged nobody in.
+enum NotLoggedIn {
+    /// The guard refused the attempt without asking the backend.
+    Refused(Refusal),
+    /// Wrong credentials; hold the answer back this long.
+    Denied(Duration),
+    /// The backend could not answer (temporary or permanent failure).
+    Backend(BackendError),
+}
+
+impl Session {
+    /// Asks the guard, then the auth backend, then tells the guard how it
+    /// went. Logs failures and refusals (the caller logs a login).
+    fn check_credentials(&self, user: &str, password: &[u8]) -> Result<UserInfo, NotLoggedIn> {
+        let sid = Sid(self.id);
+        let ip = self.peer.addr.ip();
+        let guard = self.env.defences.guard.as_deref();
+        if let Some(Err(refusal)) = guard.map(|g| g.admit(ip, user)) {
+            log::info!(
+                "session={sid} login refused user={user:?} remote={ip} blocked={} (too many failures)",
+                refusal.blocked.as_str()
+            );
+            return Err(NotLoggedIn::Refused(refusal));
+        }
+        let started = Instant::now();
+        let result = self.env.auth.authenticate(user, password);
+        let took = started.elapsed();
+        match result {
+            Ok(info) => {
+                if let Some(guard) = guard {
+                    guard.succeeded(ip, user, took);
+                }
+                Ok(info)
+            }
+            Err(BackendError::Denied) => {
+                log::info!("session={sid} login failed user={user:?} remote={ip}");
+                let delay = match guard {
+                    Some(guard) => guard.failed(ip, user, took),
+                    None => self.env.auth_failure_delay,
+                };
+                Err(NotLoggedIn::Denied(delay))
+            }
+            Err(e) => Err(NotLoggedIn::Backend(e)),
+        }
+    }
+
+    /// Answers a line that is not a command (unknown, malformed, too long).
+    /// Before login these count towards `max_bad_commands`; the one that
+    /// reaches it gets the closing reply instead of its own error.
+    fn bad_command(&mut self, why: &str, out: &mut Vec<u8>) -> Directive {
+        let limit = self.env.defences.max_bad_commands;
+        if limit > 0 && matches!(self.state, State::Authorization(_)) {
+            self.bad_commands += 1;
+            if self.bad_commands >= limit {
+                log::info!(
+                    "session={} closing after {} bad commands before login remote={}",
+                    Sid(self.id),
+                    self.bad_commands,
+                    self.peer.addr.ip()
+                );
+                err(out, canned::TOO_MANY_BAD_COMMANDS);
+                self.state = State::Finished;
+                return Directive::Close;
+            }
+        }
+        err(out, why);
+        Directive::Continue
     }
 }
