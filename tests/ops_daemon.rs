@@ -321,8 +321,14 @@ fn socket_activation_serves_the_socket_systemd_passes() {
         .stderr(log_file)
         .spawn()
         .unwrap();
-    // systemd-socket-activate listens before pop3d starts, so this waits
-    // in the backlog until pop3d accepts it.
+    // systemd-socket-activate binds first, then starts pop3d on the
+    // socket; a connection made once it listens waits in the backlog until
+    // pop3d accepts it.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut c = common::Client::connect(addr);
     c.greeting();
     c.ok("USER alice");

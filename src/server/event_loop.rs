@@ -178,6 +178,9 @@ struct Connection {
     bytes_in: u64,
     /// Octets written to the socket, for the disconnect line.
     bytes_out: u64,
+    /// Why the connection is closing, when not because the session said
+    /// so (shown on the disconnect line).
+    close_reason: Option<&'static str>,
 }
 
 enum TimerKind {
@@ -741,6 +744,7 @@ impl EventLoop {
             opened: now,
             bytes_in: 0,
             bytes_out: 0,
+            close_reason: None,
         });
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         self.open_connections += 1;
@@ -947,7 +951,8 @@ impl EventLoop {
             match conn.phase {
                 Phase::Closing if drained => {
                     send_close_notify(conn);
-                    self.close(slot, "closed");
+                    let reason = conn.close_reason.unwrap_or("closed");
+                    self.close(slot, reason);
                     return;
                 }
                 Phase::Streaming if drained => {
@@ -959,6 +964,7 @@ impl EventLoop {
                     // is answered; queued ones are not started.
                     conn.out.extend_from_slice(canned::SHUTTING_DOWN);
                     conn.phase = Phase::Closing;
+                    conn.close_reason = Some("shutdown");
                     continue;
                 }
                 Phase::Ready if drained && !conn.queued.is_empty() => {
