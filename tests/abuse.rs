@@ -351,3 +351,36 @@ fn started_as_root_it_serves_as_the_configured_user() {
         "bob's root-only maildir was opened: {reply}"
     );
 }
+
+#[test]
+fn started_as_root_without_user_it_refuses_to_serve() {
+    let (uid, _) = ids(std::process::id());
+    if !uid.starts_with("0 ") {
+        eprintln!("skipped: the root check only applies when the tests run as root");
+        return;
+    }
+    // The fixture's files and config, with allow_root turned off and a port
+    // of its own.
+    let server = TestServer::start(fixture());
+    let text = std::fs::read_to_string(server.dir().join("server.ron")).unwrap();
+    let port = common::free_port();
+    let config = server.dir().join("as-root.ron");
+    std::fs::write(
+        &config,
+        text.replace("allow_root: true", "allow_root: false")
+            .replace(&server.addr().to_string(), &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pop3d"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing to serve clients as root: set `user`"),
+        "{stderr}"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}

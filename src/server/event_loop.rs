@@ -422,16 +422,16 @@ impl EventLoop {
     /// none is left or the grace period is over.
     fn begin_stop(&mut self, signal: i32) {
         let grace = Duration::from_secs(self.settings.limits.shutdown_grace_secs);
-        log::info!(
-            "signal {signal} received: stopped accepting; finishing commands in progress (at most {} s), then closing; nothing is deleted without QUIT",
-            grace.as_secs()
-        );
         for listener in &mut self.listeners {
             let _ = self.poll.registry().deregister(&mut listener.socket);
         }
         // Closing the sockets makes new clients fail at once rather than
         // wait in the kernel's backlog.
         self.listeners.clear();
+        log::info!(
+            "signal {signal} received: stopped accepting; finishing commands in progress (at most {} s), then closing; nothing is deleted without QUIT",
+            grace.as_secs()
+        );
         if let Some(mut stats) = self.stats.take() {
             let _ = self.poll.registry().deregister(stats.listener());
         }
