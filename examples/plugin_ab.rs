@@ -102,7 +102,7 @@ impl Server {
             .map_err(|e| format!("cannot find a free port: {e}"))?
             .port();
         let config = format!(
-            "(listen: [(addr: \"127.0.0.1:{port}\")], \
+            "(listen: [(addr: \"127.0.0.1:{port}\")], allow_root: true, \
              limits: (max_per_ip: 1000, auth_failure_delay_ms: 0),\n \
              auth: (plugin: {auth:?}, config: (path: {:?})),\n \
              store: (plugin: {store:?}, config: (root: {:?})))\n",

@@ -28,7 +28,7 @@
 use ron::value::RawValue;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 mod dump;
@@ -55,6 +55,27 @@ pub struct Config {
     /// Resource limits that keep one client from hurting the others.
     #[serde(default)]
     pub limits: Limits,
+    /// Client networks exempt from the password-guessing defences (growing
+    /// delays, failure caps): a webmail front end or a monitoring probe
+    /// would otherwise lock out every user behind it.
+    #[serde(default)]
+    pub trusted_networks: Vec<Network>,
+    /// The account to run as once the listening sockets are bound and the
+    /// TLS key is read, so a root-started server does not serve clients
+    /// as root.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The group to run as; the user's primary group when not given.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Serving as root without `user` is refused unless this says it is
+    /// meant: every bug would then be a root bug.
+    #[serde(default)]
+    pub allow_root: bool,
+    /// Where the Prometheus metrics endpoint listens (loopback only, it has
+    /// no authentication); off when not given.
+    #[serde(default)]
+    pub stats_listen: Option<SocketAddr>,
     /// The authentication backend.
     pub auth: PluginSection,
     /// The maildrop store backend.
@@ -94,6 +115,98 @@ pub enum PlaintextAuth {
     Always,
 }
 
+/// An IP network in CIDR notation (`"10.0.0.0/8"`, `"2001:db8::/32"`); a bare
+/// address is a network of one.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(try_from = "String", into = "String")]
+pub struct Network {
+    /// The address with every bit beyond the prefix cleared.
+    addr: IpAddr,
+    /// How many leading bits must match.
+    prefix_len: u8,
+}
+
+impl Network {
+    /// Whether `ip` is in this network. An IPv4 client seen on an IPv6
+    /// socket (`::ffff:10.1.2.3`) matches IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                mask_v4(u32::from(ip), self.prefix_len) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask_v6(u128::from(ip), self.prefix_len) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask_v4(bits: u32, prefix_len: u8) -> u32 {
+    if prefix_len == 0 {
+        0
+    } else {
+        bits & (u32::MAX << (32 - u32::from(prefix_len)))
+    }
+}
+
+fn mask_v6(bits: u128, prefix_len: u8) -> u128 {
+    if prefix_len == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - u32::from(prefix_len)))
+    }
+}
+
+impl TryFrom<String> for Network {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("`{text}` is not a network: {why} (expected \"IP/prefix\", e.g. \"10.0.0.0/8\" or \"2001:db8::/32\", or one address)")
+        };
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.as_str(), None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| bad("not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix {
+            None => max,
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(bad(&format!("the prefix length must be 0 to {max}"))),
+            },
+        };
+        let network = match addr {
+            IpAddr::V4(v4) => IpAddr::from(mask_v4(u32::from(v4), prefix_len).to_be_bytes()),
+            IpAddr::V6(v6) => IpAddr::from(mask_v6(u128::from(v6), prefix_len).to_be_bytes()),
+        };
+        if network != addr {
+            return Err(bad(&format!(
+                "bits are set beyond the prefix (did you mean {network}/{prefix_len}?)"
+            )));
+        }
+        Ok(Network { addr, prefix_len })
+    }
+}
+
+impl From<Network> for String {
+    fn from(network: Network) -> String {
+        network.to_string()
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
 /// Resource limits.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -108,8 +221,28 @@ pub struct Limits {
     /// Seconds a client may take to log in; shorter than the idle timeout so
     /// unauthenticated connections cannot pile up.
     pub login_timeout_secs: u64,
-    /// Delay before answering a failed login, held by the event loop.
+    /// Delay before answering a failed login, held by the event loop. It
+    /// doubles with each further failure from the same address.
     pub auth_failure_delay_ms: u64,
+    /// Most the doubling delay grows to, so a legitimate user who mistyped
+    /// a few times is not kept waiting for minutes.
+    pub auth_failure_delay_max_ms: u64,
+    /// Failed logins from one address within the window after which logins
+    /// from it are refused unchecked until the window passes; 0 = no cap.
+    pub max_auth_failures_per_ip: u32,
+    /// Failed logins for one user name within the window after which that
+    /// user's logins are refused unchecked (from untrusted addresses); 0 =
+    /// no cap. Stops guessing one password from many addresses.
+    pub max_auth_failures_per_user: u32,
+    /// How long failures are remembered for the caps and the delay.
+    pub auth_failure_window_secs: u64,
+    /// Unknown commands, syntax errors and overlong lines accepted before
+    /// login; one more closes the connection. 0 = no limit.
+    pub max_bad_commands: u32,
+    /// Seconds SIGTERM waits for commands in progress (a RETR being sent,
+    /// a QUIT's deletions) to finish before the remaining connections are
+    /// cut.
+    pub shutdown_grace_secs: u64,
     /// Command lines read ahead of the one being handled (pipelining); when
     /// full the server stops reading from that client.
     pub max_pipelined_lines: usize,
@@ -127,6 +260,12 @@ impl Default for Limits {
             idle_timeout_secs: 600,
             login_timeout_secs: 60,
             auth_failure_delay_ms: 2000,
+            auth_failure_delay_max_ms: 15_000,
+            max_auth_failures_per_ip: 10,
+            max_auth_failures_per_user: 10,
+            auth_failure_window_secs: 300,
+            max_bad_commands: 10,
+            shutdown_grace_secs: 10,
             max_pipelined_lines: 128,
             tls_handshake_timeout_secs: 10,
         }
@@ -523,6 +662,76 @@ fn semantic_findings(config: &Config) -> Vec<Finding> {
             "max_pipelined_lines is 0: not even the command being handled would fit".to_string(),
             "1 or more (the default is 128)",
         ));
+    }
+
+    if limits.auth_failure_delay_max_ms < limits.auth_failure_delay_ms {
+        found.push(Finding::new(
+            &[
+                "limits.auth_failure_delay_max_ms",
+                "limits.auth_failure_delay_ms",
+                "limits",
+            ],
+            format!(
+                "auth_failure_delay_max_ms ({}) is smaller than auth_failure_delay_ms ({}), where the delay starts",
+                limits.auth_failure_delay_max_ms, limits.auth_failure_delay_ms
+            ),
+            "auth_failure_delay_max_ms at least auth_failure_delay_ms (the defaults are 15000 and 2000)",
+        ));
+    }
+    let caps_on = limits.max_auth_failures_per_ip > 0 || limits.max_auth_failures_per_user > 0;
+    if limits.auth_failure_window_secs == 0 && caps_on {
+        found.push(Finding::new(
+            &["limits.auth_failure_window_secs", "limits"],
+            "auth_failure_window_secs is 0: failures would be forgotten at once, so the failure caps could never apply".to_string(),
+            "1 or more (the default is 300), or max_auth_failures_per_ip and max_auth_failures_per_user 0",
+        ));
+    }
+
+    if let Some(user) = &config.user {
+        if user.trim().is_empty() {
+            found.push(Finding::new(
+                &["user"],
+                "user is an empty name".to_string(),
+                "the name of the account to run as, e.g. \"pop3d\", or no `user` key",
+            ));
+        }
+    }
+    match &config.group {
+        Some(group) if group.trim().is_empty() => found.push(Finding::new(
+            &["group"],
+            "group is an empty name".to_string(),
+            "the name of the group to run as, e.g. \"pop3d\", or no `group` key",
+        )),
+        Some(_) if config.user.is_none() => found.push(Finding::new(
+            &["group"],
+            "group is set without user: pop3d changes its group only together with its user"
+                .to_string(),
+            "user: \"NAME\" as well, or no `group` key",
+        )),
+        _ => {}
+    }
+
+    if let Some(addr) = config.stats_listen {
+        if !addr.ip().is_loopback() {
+            found.push(Finding::new(
+                &["stats_listen"],
+                format!(
+                    "stats_listen {addr} is not a loopback address: the metrics endpoint has no authentication"
+                ),
+                "an address such as \"127.0.0.1:9110\" or \"[::1]:9110\" (scrape it through a local agent or an SSH tunnel)",
+            ));
+        }
+        if let Some(i) = config.listen.iter().position(|l| overlaps(l.addr, addr)) {
+            found.push(Finding::new(
+                &["stats_listen"],
+                format!(
+                    "stats_listen {addr} overlaps listen entry {} ({})",
+                    i + 1,
+                    config.listen[i].addr
+                ),
+                "a port of its own",
+            ));
+        }
     }
 
     for (role, section) in [
@@ -957,11 +1166,11 @@ mod tests {
         let table: &[(&str, &str)] = &[
             (
                 "    limits: (idle_timeout: 900),\n)",
-                "pop3d.ron:4:14: unknown key `idle_timeout` in limits (expected one of: max_connections, max_per_ip, idle_timeout_secs, login_timeout_secs, auth_failure_delay_ms, max_pipelined_lines, tls_handshake_timeout_secs)",
+                "pop3d.ron:4:14: unknown key `idle_timeout` in limits (expected one of: max_connections, max_per_ip, idle_timeout_secs, login_timeout_secs, auth_failure_delay_ms, auth_failure_delay_max_ms, max_auth_failures_per_ip, max_auth_failures_per_user, auth_failure_window_secs, max_bad_commands, shutdown_grace_secs, max_pipelined_lines, tls_handshake_timeout_secs)",
             ),
             (
                 "    bogus: 1,\n)",
-                "pop3d.ron:4:5: unknown key `bogus` in the top level (expected one of: listen, tls, allow_plaintext_auth, workers, limits, auth, store)",
+                "pop3d.ron:4:5: unknown key `bogus` in the top level (expected one of: listen, tls, allow_plaintext_auth, workers, limits, trusted_networks, user, group, allow_root, stats_listen, auth, store)",
             ),
             (
                 "    allow_plaintext_auth: Sometimes,\n)",
@@ -1047,6 +1256,26 @@ mod tests {
                 // max_per_ip keeps its default of 100: point at what was written.
                 "    limits: (max_connections: 50),\n)",
                 "pop3d.ron:4:14: max_per_ip (100) is larger than max_connections (50), so it could never apply (expected max_per_ip at most max_connections)",
+            ),
+            (
+                "    limits: (auth_failure_delay_ms: 3000, auth_failure_delay_max_ms: 1000),\n)",
+                "pop3d.ron:4:43: auth_failure_delay_max_ms (1000) is smaller than auth_failure_delay_ms (3000), where the delay starts (expected auth_failure_delay_max_ms at least auth_failure_delay_ms (the defaults are 15000 and 2000))",
+            ),
+            (
+                "    limits: (auth_failure_window_secs: 0),\n)",
+                "pop3d.ron:4:14: auth_failure_window_secs is 0: failures would be forgotten at once, so the failure caps could never apply (expected 1 or more (the default is 300), or max_auth_failures_per_ip and max_auth_failures_per_user 0)",
+            ),
+            (
+                "    group: \"mail\",\n)",
+                "pop3d.ron:4:5: group is set without user: pop3d changes its group only together with its user (expected user: \"NAME\" as well, or no `group` key)",
+            ),
+            (
+                "    stats_listen: \"0.0.0.0:9110\",\n)",
+                "pop3d.ron:4:5: stats_listen 0.0.0.0:9110 is not a loopback address: the metrics endpoint has no authentication (expected an address such as \"127.0.0.1:9110\" or \"[::1]:9110\" (scrape it through a local agent or an SSH tunnel))",
+            ),
+            (
+                "    trusted_networks: [\"10.0.0.1/8\"],\n)",
+                "pop3d.ron:4:25: `10.0.0.1/8` is not a network: bits are set beyond the prefix (did you mean 10.0.0.0/8?) (expected \"IP/prefix\", e.g. \"10.0.0.0/8\" or \"2001:db8::/32\", or one address)",
             ),
             (
                 "    tls: (cert: \"\", key: \"/k.pem\"),\n)",
@@ -1220,6 +1449,34 @@ mod tests {
         let config =
             parse(&readme[start..start + len], "README.md").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.store.plugin, "maildir");
+    }
+
+    #[test]
+    fn trusted_networks_match_what_they_cover() {
+        let net = |s: &str| Network::try_from(s.to_string()).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let table = [
+            ("127.0.0.0/8", "127.0.0.1", true),
+            ("127.0.0.0/8", "127.255.1.2", true),
+            ("127.0.0.0/8", "128.0.0.1", false),
+            ("10.1.2.3", "10.1.2.3", true),
+            ("10.1.2.3", "10.1.2.4", false),
+            ("0.0.0.0/0", "192.0.2.1", true),
+            ("0.0.0.0/0", "::1", false),
+            ("192.168.0.0/16", "::ffff:192.168.7.7", true),
+            ("::1/128", "::1", true),
+            ("2001:db8::/32", "2001:db8:ffff::1", true),
+            ("2001:db8::/32", "2001:db9::1", false),
+            ("::/0", "2001:db9::1", true),
+        ];
+        for (network, addr, inside) in table {
+            assert_eq!(net(network).contains(ip(addr)), inside, "{network} {addr}");
+        }
+        assert_eq!(net("10.0.0.0/8").to_string(), "10.0.0.0/8");
+        assert_eq!(net("::1").to_string(), "::1/128");
+        for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "bogus", "10.0.0.0/x"] {
+            assert!(Network::try_from(bad.to_string()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -98,6 +98,13 @@ impl Demo {
                 auth_failure_delay_ms: 500,
                 ..Limits::default()
             },
+            trusted_networks: Vec::new(),
+            // The demo runs as whoever starts it (and says so when that is
+            // root): it binds a high port and serves files it made itself.
+            user: None,
+            group: None,
+            allow_root: false,
+            stats_listen: None,
             auth: plugin_section("passwd-file", "path", &passwd.display().to_string())?,
             store: plugin_section("maildir", "root", &root)?,
         };

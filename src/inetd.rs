@@ -173,6 +173,13 @@ pub fn build_env(config: &Config) -> Result<Arc<SessionEnv>, InetdError> {
         sasl: SaslConfig::with_random_key("localhost")
             .map_err(|e| InetdError::Io(io::Error::other(e)))?,
         apop: false,
+        // Processes under inetd share no memory, so there are no failure
+        // counters to keep: the delay stays fixed and only the per-connection
+        // bad-command limit applies.
+        defences: crate::protocol::guard::Defences {
+            guard: None,
+            max_bad_commands: config.limits.max_bad_commands,
+        },
     }))
 }
 

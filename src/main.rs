@@ -430,7 +430,8 @@ fn run_with_config(path: &Path, log_target: LogTarget) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = pop3d::server::run(&config, &mut |addrs: &[SocketAddr]| {
+    let source = pop3d::server::ConfigSource::File(path);
+    let result = pop3d::server::run(&config, source, &mut |addrs: &[SocketAddr]| {
         log::info!(
             "pop3d {} listening on {}",
             env!("CARGO_PKG_VERSION"),
@@ -524,7 +525,8 @@ fn run_demo() -> ExitCode {
         }
     };
     log::info!("demo files are in {}", demo.dir().display());
-    let result = pop3d::server::run(&config, &mut |addrs: &[SocketAddr]| {
+    let source = pop3d::server::ConfigSource::Demo;
+    let result = pop3d::server::run(&config, source, &mut |addrs: &[SocketAddr]| {
         log::info!(
             "pop3d {} listening on {}",
             env!("CARGO_PKG_VERSION"),

@@ -455,7 +455,7 @@ impl ServerProcess {
         fs::write(
             &config,
             format!(
-                "(\n    listen: [(addr: \"{addr}\")],\n    limits: (auth_failure_delay_ms: 100),\n    \
+                "(\n    listen: [(addr: \"{addr}\")],\n    allow_root: true,\n    limits: (auth_failure_delay_ms: 100),\n    \
                  auth: (plugin: \"passwd-file\", config: (path: \"{}\")),\n    \
                  store: (plugin: \"maildir\", config: (root: \"{}\")),\n)\n",
                 passwd.display(),

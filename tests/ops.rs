@@ -511,7 +511,7 @@ impl Daemon {
     fn start(site: &Site, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let config = site.config(&format!(
-            "    listen: [(addr: \"127.0.0.1:{port}\")],\n    limits: (auth_failure_delay_ms: 20),"
+            "    listen: [(addr: \"127.0.0.1:{port}\")],\n    allow_root: true,\n    limits: (auth_failure_delay_ms: 20),"
         ));
         let log = site.path(&format!("daemon-{port}.log"));
         let mut command = Command::new(POP3D);

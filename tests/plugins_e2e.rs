@@ -169,7 +169,7 @@ impl Server {
                 .unwrap()
                 .port();
             let config = format!(
-                "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n    \
+                "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n    allow_root: true,\n    \
                  limits: (auth_failure_delay_ms: 50),\n    auth: {auth},\n    store: {store},\n)\n"
             );
             let config_path = dir.path("pop3d.ron");

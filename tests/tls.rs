@@ -58,7 +58,7 @@ impl Server {
             &config,
             format!(
                 "(\n    listen: [(addr: \"{plain}\"), (addr: \"{implicit}\", implicit_tls: true)],\n    \
-                 tls: Some((cert: \"{cert}\", key: \"{key}\")),\n    \
+                 tls: Some((cert: \"{cert}\", key: \"{key}\")),\n    allow_root: true,\n    \
                  {extra}\n    \
                  auth: (plugin: \"passwd-file\", config: (path: \"{passwd}\")),\n    \
                  store: (plugin: \"maildir\", config: (root: \"{root}\")),\n)\n",

@@ -66,6 +66,7 @@ fn fixture(messages: &[(&str, &[u8])]) -> Fixture {
         implementation: "pop3d",
         sasl: SaslConfig::new("pop.example.org", [7; 32]),
         apop: true,
+        defences: Default::default(),
     });
     Fixture { dir, env }
 }
@@ -765,6 +766,7 @@ fn apop_is_not_offered_unless_enabled() {
         implementation: "pop3d",
         sasl: SaslConfig::new("pop.example.org", [7; 32]),
         apop: false,
+        defences: Default::default(),
     });
     let mut s = Session::new(
         env,

@@ -7,10 +7,12 @@
 //! - `encoder.rs`: raw message bytes to the CRLF, dot-stuffed wire form.
 //! - `sasl.rs`: the SASL mechanisms for AUTH, and APOP digests.
 //! - `session.rs`: the AUTHORIZATION / TRANSACTION / UPDATE state machine.
+//! - `guard.rs`: what a session asks of the shared brute-force defences.
 
 pub mod command;
 pub mod encoder;
 pub mod sasl;
+pub mod guard;
 pub mod session;
 
 pub use session::{Directive, Session, SessionEnv};

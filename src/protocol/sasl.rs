@@ -172,6 +172,7 @@ impl fmt::Display for Mechanism {
 }
 
 /// Server-wide settings the mechanisms need, shared by all sessions.
+#[derive(Clone)]
 pub struct SaslConfig {
     /// Host name in CRAM-MD5 challenges (`<random.time@host>`, RFC 2195),
     /// already reduced to characters that cannot break the challenge.

@@ -23,13 +23,14 @@
 use crate::backend::{Authenticator, BackendError, Maildrop, MessageReader, Store, UserInfo};
 use crate::protocol::command::{self, Command};
 use crate::protocol::encoder::{BodyEncoder, Progress};
+use crate::protocol::guard::{Defences, Refusal};
 use crate::protocol::sasl::SaslConfig;
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod login;
 
@@ -63,6 +64,8 @@ pub mod canned {
     /// Sent to every open connection when the server stops.
     pub const SHUTTING_DOWN: &[u8] =
         b"-ERR [SYS/TEMP] Server shutting down, nothing was deleted\r\n";
+    /// The reply that ends a connection over `max_bad_commands`.
+    pub const TOO_MANY_BAD_COMMANDS: &str = "Too many bad commands, closing";
 }
 
 /// What a session needs from the server that created it, shared by all
@@ -85,6 +88,9 @@ pub struct SessionEnv {
     /// backend can reveal secrets. Off in the server: APOP protects little
     /// (docs/security.md) and changes the greeting every client sees.
     pub apop: bool,
+    /// Growing delays, failure caps and the bad-command limit (see
+    /// `guard.rs`); the default is none of them.
+    pub defences: Defences,
 }
 
 /// What the connection should do after writing the bytes a call appended.
@@ -134,6 +140,8 @@ pub struct Session {
     peer: Peer,
     /// The RFC 1939 state with the data only that state needs.
     state: State,
+    /// Bad commands seen before login, against `max_bad_commands`.
+    bad_commands: u32,
 }
 
 enum State {
@@ -253,6 +261,7 @@ impl Session {
                 apop_timestamp,
                 ..Authorization::default()
             }),
+            bad_commands: 0,
         }
     }
 
@@ -295,10 +304,7 @@ impl Session {
         }
         let command = match command::parse(line) {
             Ok(command) => command,
-            Err(e) => {
-                err(out, &e.to_string());
-                return Directive::Continue;
-            }
+            Err(e) => return self.bad_command(&e.to_string(), out),
         };
         match &mut self.state {
             State::Authorization(_) => self.authorization(command, out),
@@ -318,8 +324,7 @@ impl Session {
                 return self.sasl_response_too_long(in_progress, out);
             }
         }
-        err(out, "Line too long");
-        Directive::Continue
+        self.bad_command("Line too long", out)
     }
 
     /// Ends the session without UPDATE (disconnect, timeout, shutdown):
@@ -439,17 +444,17 @@ impl Session {
     /// Checks a password (USER/PASS, AUTH PLAIN or LOGIN) and logs in.
     fn login(&mut self, user: &str, password: &[u8], method: &str, out: &mut Vec<u8>) -> Directive {
         let sid = Sid(self.id);
-        let info: UserInfo = match self.env.auth.authenticate(user, password) {
+        let info: UserInfo = match self.check_credentials(user, password, method) {
             Ok(info) => info,
-            Err(BackendError::Denied) => {
-                log::info!(
-                    "session={sid} login failed user={user:?} remote={} method={method}",
-                    self.peer.addr.ip()
-                );
-                err(out, "[AUTH] Authentication failed");
-                return Directive::Delay(self.env.auth_failure_delay);
+            Err(NotLoggedIn::Refused(refusal)) => {
+                err(out, refusal.blocked.reply());
+                return Directive::Delay(refusal.delay);
             }
-            Err(e) => {
+            Err(NotLoggedIn::Denied(delay)) => {
+                err(out, "[AUTH] Authentication failed");
+                return Directive::Delay(delay);
+            }
+            Err(NotLoggedIn::Backend(e)) => {
                 log::warn!("session={sid} auth backend failed for user={user:?}: {e}");
                 err_backend(
                     out,
@@ -820,5 +825,107 @@ impl Transaction {
         } else {
             Directive::MoreBody
         }
+    }
+}
+
+// --- Defences: bad commands and the login guard -------------------------
+//
+// Kept apart from the state machine above: every way of checking
+// credentials (USER/PASS, and SASL mechanisms) goes through
+// `check_credentials`, so the guard sees every attempt.
+
+/// Why a credentials check logged nobody in.
+enum NotLoggedIn {
+    /// The guard refused the attempt without asking the backend.
+    Refused(Refusal),
+    /// Wrong credentials; hold the answer back this long.
+    Denied(Duration),
+    /// The backend could not answer (temporary or permanent failure).
+    Backend(BackendError),
+}
+
+impl Session {
+    /// Asks the guard, then the auth backend, then tells the guard how it
+    /// went. Logs failures and refusals (the caller logs a login).
+    fn check_credentials(
+        &self,
+        user: &str,
+        password: &[u8],
+        method: &str,
+    ) -> Result<UserInfo, NotLoggedIn> {
+        let sid = Sid(self.id);
+        let ip = self.peer.addr.ip();
+        if let Err(refusal) = self.guard_admit(user, method) {
+            return Err(NotLoggedIn::Refused(refusal));
+        }
+        let started = Instant::now();
+        let result = self.env.auth.authenticate(user, password);
+        let took = started.elapsed();
+        match result {
+            Ok(info) => {
+                self.guard_succeeded(user, took);
+                Ok(info)
+            }
+            Err(BackendError::Denied) => {
+                log::info!("session={sid} login failed user={user:?} remote={ip} method={method}");
+                Err(NotLoggedIn::Denied(self.guard_failed(user, took)))
+            }
+            Err(e) => Err(NotLoggedIn::Backend(e)),
+        }
+    }
+
+    /// Asks the guard whether `user` may try from this address at all;
+    /// logs a refusal. Every login method goes through here first.
+    fn guard_admit(&self, user: &str, method: &str) -> Result<(), Refusal> {
+        let Some(guard) = self.env.defences.guard.as_deref() else {
+            return Ok(());
+        };
+        let ip = self.peer.addr.ip();
+        guard.admit(ip, user).inspect_err(|refusal| {
+            log::info!(
+                "session={} login refused user={user:?} remote={ip} method={method} blocked={} (too many failures)",
+                Sid(self.id),
+                refusal.blocked.as_str()
+            );
+        })
+    }
+
+    /// Tells the guard about wrong credentials; returns how long to hold
+    /// back the `-ERR`.
+    fn guard_failed(&self, user: &str, took: Duration) -> Duration {
+        match self.env.defences.guard.as_deref() {
+            Some(guard) => guard.failed(self.peer.addr.ip(), user, took),
+            None => self.env.auth_failure_delay,
+        }
+    }
+
+    /// Tells the guard about right credentials (forgives the address).
+    fn guard_succeeded(&self, user: &str, took: Duration) {
+        if let Some(guard) = self.env.defences.guard.as_deref() {
+            guard.succeeded(self.peer.addr.ip(), user, took);
+        }
+    }
+
+    /// Answers a line that is not a command (unknown, malformed, too long).
+    /// Before login these count towards `max_bad_commands`; the one that
+    /// reaches it gets the closing reply instead of its own error.
+    fn bad_command(&mut self, why: &str, out: &mut Vec<u8>) -> Directive {
+        let limit = self.env.defences.max_bad_commands;
+        if limit > 0 && matches!(self.state, State::Authorization(_)) {
+            self.bad_commands += 1;
+            if self.bad_commands >= limit {
+                log::info!(
+                    "session={} closing after {} bad commands before login remote={}",
+                    Sid(self.id),
+                    self.bad_commands,
+                    self.peer.addr.ip()
+                );
+                err(out, canned::TOO_MANY_BAD_COMMANDS);
+                self.state = State::Finished;
+                return Directive::Close;
+            }
+        }
+        err(out, why);
+        Directive::Continue
     }
 }

@@ -25,11 +25,14 @@
 //! on the handshake threads (see `handshake.rs`), while the connection's
 //! transport is `Away`. Each handshake runs under its own timer.
 
+use super::abuse::{AbuseGuard, Policy};
 use super::framer::{Framer, LineBatch};
 use super::handshake::{HandshakeDone, HandshakeJob};
+use super::reload::{self, Outcome, Reloaded};
+use super::stats::{LoopGauges, Metrics, StatsEndpoint};
 use super::tls::{Plaintext, TlsAcceptor, TlsConn};
 use super::worker::{ConnId, Done, Job, Notifier};
-use crate::config::{Limits, PlaintextAuth};
+use crate::config::{Config, Limits, PlaintextAuth};
 use crate::protocol::session::{canned, Peer};
 use crate::protocol::{Directive, Session, SessionEnv};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -39,6 +42,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,8 +51,12 @@ use std::time::{Duration, Instant};
 pub const WAKER: Token = Token(0);
 /// Token of the signal source.
 pub const SIGNALS: Token = Token(1);
+/// Token of the metrics listener (`stats_listen`).
+const STATS_LISTENER: Token = Token(2);
 /// Listener tokens start here.
-const FIRST_LISTENER: usize = 2;
+const FIRST_LISTENER: usize = 3;
+/// Metrics endpoint connection tokens start here.
+const FIRST_STATS_CONNECTION: usize = 1 << 19;
 /// Connection tokens start here (slot index + this).
 const FIRST_CONNECTION: usize = 1 << 20;
 
@@ -59,10 +68,28 @@ const READ_BUFFER: usize = 64 * 1024;
 /// once drained, so idle connections stay small.
 const KEEP_OUTPUT_CAPACITY: usize = 1024;
 
-/// Settings the loop applies to every connection.
+/// Settings the loop applies to every connection; replaced on SIGHUP.
 pub struct LoopSettings {
     pub limits: Limits,
     pub plaintext_auth: PlaintextAuth,
+}
+
+/// Everything the loop is built from besides its sockets.
+pub struct LoopSetup {
+    pub tls: Option<TlsAcceptor>,
+    pub jobs: Sender<Job>,
+    pub done: Receiver<Done>,
+    pub handshakes: (Sender<HandshakeJob>, Receiver<HandshakeDone>),
+    pub notifier: Arc<Notifier>,
+    pub env: Arc<SessionEnv>,
+    /// The configuration being served, as loaded (SIGHUP compares the new
+    /// file with it).
+    pub config: Config,
+    /// Where SIGHUP reads the configuration again; `None` for the demo.
+    pub config_path: Option<PathBuf>,
+    pub metrics: Arc<Metrics>,
+    pub guard: Arc<AbuseGuard>,
+    pub stats: Option<mio::net::TcpListener>,
 }
 
 /// A bound listening socket and what its connections speak.
@@ -77,8 +104,11 @@ pub struct ListenSocket {
 pub struct Signalled {
     /// SIGTERM or SIGINT: stop with this signal.
     pub stop: Option<i32>,
-    /// SIGHUP: read the certificate and key again.
+    /// SIGHUP: read the configuration (or, for the demo, the certificate
+    /// and key) again.
     pub reload: bool,
+    /// SIGUSR1: reopen log files.
+    pub reopen_logs: bool,
 }
 
 /// What the bytes on a connection's socket are.
@@ -138,6 +168,19 @@ struct Connection {
     last_activity: Instant,
     /// Whether the client has logged in (selects the idle timeout).
     authenticated: bool,
+    /// Session id, on the connect and disconnect log lines.
+    id: u64,
+    /// Our address the client connected to, for the log.
+    local: Option<SocketAddr>,
+    /// When the connection was accepted, for the disconnect line.
+    opened: Instant,
+    /// Octets read from the socket, for the disconnect line.
+    bytes_in: u64,
+    /// Octets written to the socket, for the disconnect line.
+    bytes_out: u64,
+    /// Why the connection is closing, when not because the session said
+    /// so (shown on the disconnect line).
+    close_reason: Option<&'static str>,
 }
 
 enum TimerKind {
@@ -147,6 +190,23 @@ enum TimerKind {
     Delay,
     /// The TLS handshake must have finished by now.
     Handshake,
+}
+
+/// A SIGTERM (or SIGINT) being honoured.
+struct Stopping {
+    signal: i32,
+    /// When connections still busy are cut.
+    deadline: Instant,
+}
+
+/// SIGHUP's configuration reload: where from, and the result channel.
+struct Reloader {
+    path: PathBuf,
+    results: (Sender<Outcome>, Receiver<Outcome>),
+    /// A reload thread is running.
+    in_flight: bool,
+    /// Another SIGHUP came while one was running: read again after it.
+    again: bool,
 }
 
 /// Deadline, slot, generation, kind.
@@ -176,10 +236,29 @@ pub struct EventLoop {
     backlog: VecDeque<Job>,
     done: Receiver<Done>,
     notifier: Arc<Notifier>,
+    /// What new sessions are created with; replaced on SIGHUP (sessions
+    /// keep the one they started with).
     env: Arc<SessionEnv>,
     settings: LoopSettings,
     read_buffer: Vec<u8>,
     next_session_id: u64,
+    /// The configuration in force, with the keys that need a restart as
+    /// they were at start.
+    current: Config,
+    /// `None` when there is no file to read again (the demo).
+    reloader: Option<Reloader>,
+    /// The handshake channel's capacity, which max_connections may not
+    /// exceed after a reload (a handshake send must never find it full).
+    max_connections_ceiling: usize,
+    metrics: Arc<Metrics>,
+    /// The brute-force defences, shared with every session and kept
+    /// across reloads.
+    guard: Arc<AbuseGuard>,
+    stats: Option<StatsEndpoint>,
+    /// Connections open now whose client has logged in.
+    authenticated_open: usize,
+    /// Set once SIGTERM or SIGINT arrived.
+    stopping: Option<Stopping>,
 }
 
 /// What ended [`EventLoop::run`].
@@ -188,18 +267,7 @@ pub enum Stop {
 }
 
 impl EventLoop {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        poll: Poll,
-        listeners: Vec<ListenSocket>,
-        tls: Option<TlsAcceptor>,
-        jobs: Sender<Job>,
-        done: Receiver<Done>,
-        handshakes: (Sender<HandshakeJob>, Receiver<HandshakeDone>),
-        notifier: Arc<Notifier>,
-        env: Arc<SessionEnv>,
-        settings: LoopSettings,
-    ) -> io::Result<Self> {
+    pub fn new(poll: Poll, listeners: Vec<ListenSocket>, setup: LoopSetup) -> io::Result<Self> {
         let mut listeners = listeners;
         for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry().register(
@@ -208,26 +276,51 @@ impl EventLoop {
                 Interest::READABLE,
             )?;
         }
+        let stats = match setup.stats {
+            Some(mut listener) => {
+                poll.registry()
+                    .register(&mut listener, STATS_LISTENER, Interest::READABLE)?;
+                Some(StatsEndpoint::new(listener, FIRST_STATS_CONNECTION))
+            }
+            None => None,
+        };
+        let reloader = setup.config_path.map(|path| Reloader {
+            path,
+            results: crossbeam_channel::unbounded(),
+            in_flight: false,
+            again: false,
+        });
         Ok(EventLoop {
             poll,
             listeners,
-            tls,
+            tls: setup.tls,
             connections: Vec::new(),
             free_slots: Vec::new(),
             next_generation: 1,
             per_ip: HashMap::new(),
             open_connections: 0,
             timers: BinaryHeap::new(),
-            jobs,
-            handshakes: handshakes.0,
-            handshakes_done: handshakes.1,
+            jobs: setup.jobs,
+            handshakes: setup.handshakes.0,
+            handshakes_done: setup.handshakes.1,
             backlog: VecDeque::new(),
-            done,
-            notifier,
-            env,
-            settings,
+            done: setup.done,
+            notifier: setup.notifier,
+            env: setup.env,
+            settings: LoopSettings {
+                limits: setup.config.limits.clone(),
+                plaintext_auth: setup.config.allow_plaintext_auth,
+            },
             read_buffer: vec![0; READ_BUFFER],
             next_session_id: session_id_seed(),
+            max_connections_ceiling: setup.config.limits.max_connections.max(1),
+            current: setup.config,
+            reloader,
+            metrics: setup.metrics,
+            guard: setup.guard,
+            stats,
+            authenticated_open: 0,
+            stopping: None,
         })
     }
 
@@ -235,6 +328,18 @@ impl EventLoop {
     pub fn run(&mut self, on_signal: &mut dyn FnMut() -> Signalled) -> io::Result<Stop> {
         let mut events = Events::with_capacity(1024);
         loop {
+            if let Some(stopping) = &self.stopping {
+                if self.open_connections == 0 {
+                    return Ok(Stop::Signal(stopping.signal));
+                }
+                if Instant::now() >= stopping.deadline {
+                    log::info!(
+                        "shutdown grace period over: cutting {} connection(s) still busy",
+                        self.open_connections
+                    );
+                    return Ok(Stop::Signal(stopping.signal));
+                }
+            }
             let timeout = self.next_timer_in();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -247,11 +352,36 @@ impl EventLoop {
                     WAKER => {}
                     SIGNALS => {
                         let signalled = on_signal();
+                        if signalled.reopen_logs {
+                            log::info!(
+                                "SIGUSR1: pop3d writes its log to stderr or syslog, which need no reopening; nothing to do"
+                            );
+                        }
                         if signalled.reload {
-                            self.reload_tls();
+                            self.reload();
                         }
                         if let Some(signal) = signalled.stop {
-                            return Ok(Stop::Signal(signal));
+                            if let Some(stopping) = &self.stopping {
+                                log::info!("signal {signal} again: stopping now");
+                                return Ok(Stop::Signal(stopping.signal));
+                            }
+                            self.begin_stop(signal);
+                        }
+                    }
+                    STATS_LISTENER => {
+                        let gauges = self.gauges();
+                        let metrics = &self.metrics;
+                        if let Some(stats) = self.stats.as_mut() {
+                            stats.accept(self.poll.registry(), &mut || metrics.render(&gauges));
+                        }
+                    }
+                    Token(t) if (FIRST_STATS_CONNECTION..FIRST_CONNECTION).contains(&t) => {
+                        let gauges = self.gauges();
+                        let metrics = &self.metrics;
+                        if let Some(stats) = self.stats.as_mut() {
+                            stats.ready(Token(t), self.poll.registry(), &mut || {
+                                metrics.render(&gauges)
+                            });
                         }
                     }
                     Token(t) if t >= FIRST_CONNECTION => {
@@ -269,31 +399,204 @@ impl EventLoop {
             }
             self.drain_completions();
             self.fire_timers();
+            if let Some(stats) = self.stats.as_mut() {
+                stats.expire(Instant::now(), self.poll.registry());
+            }
             self.flush_backlog();
         }
     }
 
-    /// Ends every connection without UPDATE and hands open maildrops to the
-    /// workers for release.
+    /// The gauges of the metrics endpoint that only the loop knows.
+    fn gauges(&self) -> LoopGauges {
+        LoopGauges {
+            open_connections: self.open_connections,
+            authenticated: self.authenticated_open,
+            queued_jobs: self.jobs.len() + self.backlog.len(),
+            guard_tracked: self.guard.tracked(),
+        }
+    }
+
+    /// SIGTERM or SIGINT: accept nothing more, let commands in progress
+    /// finish (a RETR being sent, the UPDATE of a QUIT), and close every
+    /// connection as soon as it is between commands. `run` returns once
+    /// none is left or the grace period is over.
+    fn begin_stop(&mut self, signal: i32) {
+        let grace = Duration::from_secs(self.settings.limits.shutdown_grace_secs);
+        for listener in &mut self.listeners {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
+        }
+        // Closing the sockets makes new clients fail at once rather than
+        // wait in the kernel's backlog.
+        self.listeners.clear();
+        log::info!(
+            "signal {signal} received: stopped accepting; finishing commands in progress (at most {} s), then closing; nothing is deleted without QUIT",
+            grace.as_secs()
+        );
+        if let Some(mut stats) = self.stats.take() {
+            let _ = self.poll.registry().deregister(stats.listener());
+        }
+        self.stopping = Some(Stopping {
+            signal,
+            deadline: Instant::now() + grace,
+        });
+        for slot in 0..self.connections.len() {
+            self.advance(slot);
+        }
+    }
+
+    /// Ends every connection left (those still busy when the grace period
+    /// ended) without UPDATE and hands open maildrops to the workers for
+    /// release.
     pub fn shutdown(mut self) -> Vec<Job> {
         for slot in 0..self.connections.len() {
             if let Some(conn) = self.connections[slot].as_mut() {
-                // Best effort: a client that is not reading simply misses it.
-                send_best_effort(conn, canned::SHUTTING_DOWN);
+                // Best effort: a client that is not reading simply misses
+                // it. Not in the middle of a reply, where the line would
+                // read as part of it.
+                let mid_reply = has_pending_output(conn)
+                    || matches!(conn.phase, Phase::Streaming | Phase::Working);
+                if !mid_reply {
+                    send_best_effort(conn, canned::SHUTTING_DOWN);
+                }
             }
             self.close(slot, "shutdown");
         }
         self.backlog.into_iter().collect()
     }
 
-    /// SIGHUP: new connections get the certificate and key as they are on
-    /// disk now; open ones keep theirs. Reading two small local files is
-    /// the only blocking this thread does, once per signal.
+    /// SIGHUP: read the configuration file again on a thread of its own
+    /// (see `reload.rs`); without a file (the demo), the certificate.
+    fn reload(&mut self) {
+        let Some(reloader) = self.reloader.as_mut() else {
+            self.reload_tls();
+            return;
+        };
+        if reloader.in_flight {
+            reloader.again = true;
+            return;
+        }
+        log::info!("SIGHUP: reading {} again", reloader.path.display());
+        match reload::start(
+            reloader.path.clone(),
+            reloader.results.0.clone(),
+            Arc::clone(&self.notifier),
+        ) {
+            Ok(()) => reloader.in_flight = true,
+            Err(e) => log::error!("SIGHUP: cannot start reloading: {e}; nothing changed"),
+        }
+    }
+
+    /// A reload finished: apply it, or say why not.
+    fn reload_done(&mut self, outcome: Outcome) {
+        let Some(reloader) = self.reloader.as_mut() else {
+            return;
+        };
+        reloader.in_flight = false;
+        let again = std::mem::take(&mut reloader.again);
+        let path = reloader.path.display().to_string();
+        match outcome {
+            Ok(reloaded) => self.apply_reload(*reloaded, &path),
+            Err(problems) => {
+                for problem in &problems {
+                    log::error!("SIGHUP: {problem}");
+                }
+                log::error!(
+                    "SIGHUP: {path} is not usable ({} problem(s) above); still serving with the configuration loaded before",
+                    problems.len()
+                );
+            }
+        }
+        if again {
+            self.reload();
+        }
+    }
+
+    /// Applies a reloaded configuration to new connections. Open sessions
+    /// keep their backends and settings. What needs a restart (listeners,
+    /// workers, user, stats endpoint) is kept as it is, with a line each.
+    fn apply_reload(&mut self, reloaded: Reloaded, path: &str) {
+        let Reloaded {
+            mut config,
+            auth,
+            store,
+            tls,
+        } = reloaded;
+        if tls.is_none() {
+            if let Some(l) = self.listeners.iter().find(|l| l.implicit_tls) {
+                let addr = l
+                    .socket
+                    .local_addr()
+                    .map_or_else(|_| "?".to_string(), |a| a.to_string());
+                log::error!(
+                    "SIGHUP: {path} has no `tls` section, but pop3d still listens with implicit TLS on {addr} (listener changes need a restart); still serving with the configuration loaded before"
+                );
+                return;
+            }
+        }
+        let old = &self.current;
+        let restart_only: [(&str, bool); 6] = [
+            ("listen", config.listen != old.listen),
+            ("workers", config.workers != old.workers),
+            ("user", config.user != old.user),
+            ("group", config.group != old.group),
+            ("allow_root", config.allow_root != old.allow_root),
+            ("stats_listen", config.stats_listen != old.stats_listen),
+        ];
+        for (key, changed) in restart_only {
+            if changed {
+                log::warn!("SIGHUP: `{key}` changed; listen and process changes need a restart, keeping the current value");
+            }
+        }
+        config.listen = old.listen.clone();
+        config.workers = old.workers;
+        config.user = old.user.clone();
+        config.group = old.group.clone();
+        config.allow_root = old.allow_root;
+        config.stats_listen = old.stats_listen;
+        if config.limits.max_connections > self.max_connections_ceiling {
+            log::warn!(
+                "SIGHUP: max_connections can rise to {} (its value at start) without a restart; using {}",
+                self.max_connections_ceiling,
+                self.max_connections_ceiling
+            );
+            config.limits.max_connections = self.max_connections_ceiling;
+        }
+        self.guard.set_policy(Policy::from_config(&config));
+        self.env = super::session_env(&config, auth, store, &self.guard, self.env.sasl.clone());
+        self.settings = LoopSettings {
+            limits: config.limits.clone(),
+            plaintext_auth: config.allow_plaintext_auth,
+        };
+        match (tls, self.tls.is_some()) {
+            (Some(acceptor), _) => {
+                log::info!(
+                    "SIGHUP: reloaded TLS certificate {} and key {}; new connections use them",
+                    acceptor.files().cert,
+                    acceptor.files().key
+                );
+                self.tls = Some(acceptor);
+            }
+            (None, true) => {
+                log::info!(
+                    "SIGHUP: no `tls` section any more; STLS is not offered to new connections"
+                );
+                self.tls = None;
+            }
+            (None, false) => {}
+        }
+        self.current = config;
+        log::info!(
+            "SIGHUP: reloaded {path}; new connections use its settings, open sessions keep theirs"
+        );
+    }
+
+    /// SIGHUP without a configuration file (the demo): new connections get
+    /// the certificate and key as they are on disk now; open ones keep
+    /// theirs. Reading two small local files is the only blocking this
+    /// thread does, once per signal.
     fn reload_tls(&mut self) {
         let Some(acceptor) = self.tls.as_mut() else {
-            log::info!(
-                "SIGHUP: no `tls` section, nothing to reload (other settings need a restart)"
-            );
+            log::info!("SIGHUP: no configuration file and no `tls` section: nothing to reload");
             return;
         };
         match acceptor.reload() {
@@ -307,9 +610,14 @@ impl EventLoop {
     }
 
     fn next_timer_in(&self) -> Option<Duration> {
-        self.timers
-            .peek()
-            .map(|Reverse((at, ..))| at.saturating_duration_since(Instant::now()))
+        let timer = self.timers.peek().map(|Reverse((at, ..))| *at);
+        let stats = self.stats.as_ref().and_then(StatsEndpoint::next_deadline);
+        let stop = self.stopping.as_ref().map(|s| s.deadline);
+        [timer, stats, stop]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     fn accept(&mut self, listener: usize) {
@@ -341,12 +649,14 @@ impl EventLoop {
                 limits.max_connections
             );
             refuse(&mut stream, implicit_tls, canned::TOO_MANY_CONNECTIONS);
+            self.metrics.connections_refused.fetch_add(1, Relaxed);
             return;
         }
         let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         if from_ip >= limits.max_per_ip {
             log::warn!("refused {peer}: max_per_ip ({}) reached", limits.max_per_ip);
             refuse(&mut stream, implicit_tls, canned::TOO_MANY_FROM_IP);
+            self.metrics.connections_refused.fetch_add(1, Relaxed);
             return;
         }
         // Replies are written whole; Nagle would only delay the last
@@ -402,10 +712,13 @@ impl EventLoop {
             },
             id,
         );
+        let local = stream.local_addr().ok();
         log::debug!(
-            "session={id:08x} connect remote={peer} tls={}",
+            "session={id:08x} connect remote={peer} local={} tls={}",
+            local.map_or_else(|| "?".to_string(), |a| a.to_string()),
             if implicit_tls { "yes" } else { "no" }
         );
+        self.metrics.connections_total.fetch_add(1, Relaxed);
         let mut out = Vec::new();
         session.greeting(&mut out);
         let generation = self.next_generation;
@@ -426,6 +739,12 @@ impl EventLoop {
             peer_closed: false,
             last_activity: now,
             authenticated: false,
+            id,
+            local,
+            opened: now,
+            bytes_in: 0,
+            bytes_out: 0,
+            close_reason: None,
         });
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         self.open_connections += 1;
@@ -491,6 +810,8 @@ impl EventLoop {
                         match tls.receive(&mut conn.stream) {
                             Ok(n) if n > 0 => {
                                 conn.last_activity = Instant::now();
+                                conn.bytes_in += n as u64;
+                                self.metrics.bytes_in.fetch_add(n as u64, Relaxed);
                                 return send_to_handshake_thread(&self.handshakes, conn, slot);
                             }
                             other => other,
@@ -519,7 +840,11 @@ impl EventLoop {
                     }
                     return None;
                 }
-                Ok(_) => conn.last_activity = Instant::now(),
+                Ok(n) => {
+                    conn.last_activity = Instant::now();
+                    conn.bytes_in += n as u64;
+                    self.metrics.bytes_in.fetch_add(n as u64, Relaxed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.read_paused = false;
                     return None;
@@ -561,8 +886,24 @@ impl EventLoop {
             let Some(conn) = self.connections.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
+            if self.stopping.is_some() {
+                if let Phase::Delayed(_) = conn.phase {
+                    // A held failed-login reply goes out now, followed by
+                    // the shutdown line.
+                    conn.phase = Phase::Ready;
+                }
+                if handshaking(conn) {
+                    self.close(slot, "shutdown");
+                    return;
+                }
+            }
             if !matches!(conn.phase, Phase::Delayed(_)) && has_pending_output(conn) {
-                match write_pending(conn) {
+                let before = conn.bytes_out;
+                let written = write_pending(conn);
+                self.metrics
+                    .bytes_out
+                    .fetch_add(conn.bytes_out - before, Relaxed);
+                match written {
                     Ok(()) => {}
                     Err(e) => {
                         log::debug!("write to {}: {e}", conn.peer);
@@ -578,6 +919,11 @@ impl EventLoop {
                 if conn.out.capacity() > KEEP_OUTPUT_CAPACITY {
                     conn.out = Vec::new();
                 }
+            }
+            if drained && matches!(conn.transport, Transport::Upgrading) && self.stopping.is_some()
+            {
+                self.close(slot, "shutdown");
+                return;
             }
             if drained && matches!(conn.transport, Transport::Upgrading) {
                 // The +OK to STLS is out: from here on the socket carries
@@ -605,12 +951,21 @@ impl EventLoop {
             match conn.phase {
                 Phase::Closing if drained => {
                     send_close_notify(conn);
-                    self.close(slot, "closed");
+                    let reason = conn.close_reason.unwrap_or("closed");
+                    self.close(slot, reason);
                     return;
                 }
                 Phase::Streaming if drained => {
                     self.dispatch_body(slot);
                     return;
+                }
+                Phase::Ready if drained && self.stopping.is_some() => {
+                    // Between commands: the command in progress (if any)
+                    // is answered; queued ones are not started.
+                    conn.out.extend_from_slice(canned::SHUTTING_DOWN);
+                    conn.phase = Phase::Closing;
+                    conn.close_reason = Some("shutdown");
+                    continue;
                 }
                 Phase::Ready if drained && !conn.queued.is_empty() => {
                     self.dispatch_lines(slot);
@@ -713,6 +1068,13 @@ impl EventLoop {
         while let Ok(done) = self.handshakes_done.try_recv() {
             self.complete_handshake(done);
         }
+        let reloaded = self
+            .reloader
+            .as_ref()
+            .and_then(|r| r.results.1.try_recv().ok());
+        if let Some(outcome) = reloaded {
+            self.reload_done(outcome);
+        }
     }
 
     /// A handshake step came back: send what it produced, read on.
@@ -766,6 +1128,7 @@ impl EventLoop {
         let now_authenticated = session.is_authenticated();
         if now_authenticated && !conn.authenticated {
             conn.authenticated = true;
+            self.authenticated_open += 1;
         }
         // An AUTH exchange waiting for a response allows longer lines.
         conn.framer.set_max_line(session.line_limit());
@@ -878,6 +1241,20 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.free_slots.push(slot);
         self.open_connections -= 1;
+        if conn.authenticated {
+            self.authenticated_open -= 1;
+        }
+        log::info!(
+            "session={:08x} disconnect reason={} remote={} local={} tls={} bytes_in={} bytes_out={} duration_ms={}",
+            conn.id,
+            reason.replace(' ', "_"),
+            conn.peer.ip(),
+            conn.local.map_or_else(|| "?".to_string(), |a| a.to_string()),
+            if matches!(conn.transport, Transport::Plain) { "no" } else { "yes" },
+            conn.bytes_in,
+            conn.bytes_out,
+            conn.opened.elapsed().as_millis()
+        );
         if let Some(count) = self.per_ip.get_mut(&conn.peer.ip()) {
             *count -= 1;
             if *count == 0 {
@@ -964,7 +1341,10 @@ fn write_pending(conn: &mut Connection) -> io::Result<()> {
             }
             match tls.write_tls(&mut conn.stream) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => conn.last_activity = Instant::now(),
+                Ok(n) => {
+                    conn.last_activity = Instant::now();
+                    conn.bytes_out += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -977,6 +1357,7 @@ fn write_pending(conn: &mut Connection) -> io::Result<()> {
             Ok(n) => {
                 conn.written += n;
                 conn.last_activity = Instant::now();
+                conn.bytes_out += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

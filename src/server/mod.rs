@@ -4,35 +4,70 @@
 //! runs the POP3 sessions (which call backends that may block). They talk
 //! over two crossbeam channels plus a [`mio::Waker`]. See DESIGN.md.
 //!
+//! Start-up order matters: listening sockets are bound (or taken from
+//! systemd) and the TLS key is read first, while the process may still be
+//! root; then privileges are dropped; only then are the backends built and
+//! threads started, so nothing ever serves a client as root.
+//!
+//! Signals: SIGHUP reads the configuration again (`reload.rs`), SIGTERM and
+//! SIGINT stop gracefully (commands in progress finish, within
+//! `limits.shutdown_grace_secs`), SIGUSR1 asks for log files to be reopened.
+//!
 //! # Layout
 //! - `framer.rs`: bytes to bounded command lines.
-//! - `event_loop.rs`: accept, read, write, timers, backpressure.
+//! - `event_loop.rs`: accept, read, write, timers, backpressure, signals.
 //! - `worker.rs`: jobs, completions, the worker threads.
 //! - `tls.rs`: certificates and per-connection TLS state (the only file that
 //!   uses rustls).
 //! - `handshake.rs`: threads that do TLS handshake crypto off the loop.
+//! - `abuse.rs`: failed-login penalties and caps shared by all sessions.
+//! - `stats.rs`: counters and the Prometheus endpoint.
+//! - `reload.rs`: SIGHUP's configuration reload, off the loop.
+//! - `privileges.rs`: dropping root.
+//! - `activation.rs`: systemd socket activation.
 
+pub mod abuse;
+mod activation;
 mod event_loop;
 pub mod framer;
 mod handshake;
+mod privileges;
+mod reload;
+pub mod stats;
 mod tls;
 mod worker;
 
 use crate::backend::registry;
+use crate::backend::{Authenticator, Store};
 use crate::config::Config;
 use crate::protocol::sasl::SaslConfig;
+use crate::protocol::guard::{Defences, LoginGuard};
 use crate::protocol::SessionEnv;
-use event_loop::{EventLoop, ListenSocket, LoopSettings, Signalled, Stop, SIGNALS, WAKER};
+use abuse::{AbuseGuard, Policy};
+use event_loop::{EventLoop, ListenSocket, LoopSetup, Signalled, Stop, SIGNALS, WAKER};
 use mio::{Interest, Poll};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
+use stats::Metrics;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use worker::Notifier;
 
+pub use privileges::PrivilegeError;
 pub use tls::TlsError;
+
+/// Where the configuration being served came from.
+#[derive(Debug, Clone, Copy)]
+pub enum ConfigSource<'a> {
+    /// A file, read again on SIGHUP.
+    File(&'a Path),
+    /// The embedded demo: nothing to read again, and it runs as whoever
+    /// started it.
+    Demo,
+}
 
 /// Jobs that may wait in the channel per worker before the loop keeps them
 /// in its own backlog instead.
@@ -52,6 +87,11 @@ pub enum ServerError {
     Tls(TlsError),
     /// The event loop's own machinery failed (poll, waker, signals).
     Io(std::io::Error),
+    /// The configured user or group could not be taken on, or root was
+    /// not meant.
+    Privileges(PrivilegeError),
+    /// Sockets passed by systemd could not be used.
+    Activation(String),
 }
 
 impl fmt::Display for ServerError {
@@ -64,6 +104,8 @@ impl fmt::Display for ServerError {
             ServerError::Backend(msg) => write!(f, "backend: {msg}"),
             ServerError::Tls(e) => write!(f, "{e}"),
             ServerError::Io(e) => write!(f, "event loop: {e}"),
+            ServerError::Privileges(e) => write!(f, "{e}"),
+            ServerError::Activation(e) => write!(f, "{e}"),
         }
     }
 }
@@ -82,45 +124,114 @@ pub fn check_tls(files: &crate::config::TlsFiles) -> Result<(), TlsError> {
     tls::TlsAcceptor::load(files).map(drop)
 }
 
-/// Runs the server until SIGTERM or SIGINT; SIGHUP reloads the TLS
-/// certificate and key. `on_ready` is called with the bound addresses once
-/// every listener is up (the demo prints how to connect).
-pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(), ServerError> {
-    let tls = match &config.tls {
-        Some(files) => Some(tls::TlsAcceptor::load(files).map_err(ServerError::Tls)?),
-        None => None,
-    };
-    let auth =
-        registry::build_auth(&config.auth).map_err(|e| ServerError::Backend(e.to_string()))?;
-    let store =
-        registry::build_store(&config.store).map_err(|e| ServerError::Backend(e.to_string()))?;
-    let env = Arc::new(SessionEnv {
+/// The environment of new sessions: backends, settings, and the shared
+/// login guard. Built at start and again on each SIGHUP.
+pub(crate) fn session_env(
+    config: &Config,
+    auth: Arc<dyn Authenticator>,
+    store: Arc<dyn Store>,
+    guard: &Arc<AbuseGuard>,
+    sasl: SaslConfig,
+) -> Arc<SessionEnv> {
+    let guard: Arc<dyn LoginGuard> = guard.clone();
+    Arc::new(SessionEnv {
         auth,
         store,
         auth_failure_delay: Duration::from_millis(config.limits.auth_failure_delay_ms),
         implementation: "pop3d",
-        sasl: SaslConfig::with_random_key("localhost").map_err(std::io::Error::other)?,
+        sasl,
         apop: false,
-    });
+        defences: Defences {
+            guard: Some(guard),
+            max_bad_commands: config.limits.max_bad_commands,
+        },
+    })
+}
 
+/// Runs the server until SIGTERM or SIGINT (see the module docs for the
+/// other signals). `on_ready` is called with the bound addresses once
+/// every listener is up (the demo prints how to connect).
+pub fn run(
+    config: &Config,
+    source: ConfigSource<'_>,
+    on_ready: &mut dyn FnMut(&[SocketAddr]),
+) -> Result<(), ServerError> {
+    let demo = matches!(source, ConfigSource::Demo);
+    // Names are looked up first: a typo stops the server before it binds.
+    let account = privileges::plan(config, demo).map_err(ServerError::Privileges)?;
+
+    // Privileged part: sockets and the TLS key.
+    let tls = match &config.tls {
+        Some(files) => Some(tls::TlsAcceptor::load(files).map_err(ServerError::Tls)?),
+        None => None,
+    };
+    let inherited = activation::take_inherited(&config.listen).map_err(ServerError::Activation)?;
     let mut listeners = Vec::with_capacity(config.listen.len());
     let mut bound = Vec::with_capacity(config.listen.len());
-    for listener in &config.listen {
-        let socket =
-            mio::net::TcpListener::bind(listener.addr).map_err(|source| ServerError::Bind {
-                addr: listener.addr,
-                source,
-            })?;
-        bound.push(socket.local_addr()?);
-        listeners.push(ListenSocket {
-            socket,
-            implicit_tls: listener.implicit_tls,
-        });
+    if inherited.is_empty() {
+        for listener in &config.listen {
+            let socket =
+                mio::net::TcpListener::bind(listener.addr).map_err(|source| ServerError::Bind {
+                    addr: listener.addr,
+                    source,
+                })?;
+            bound.push(socket.local_addr()?);
+            listeners.push(ListenSocket {
+                socket,
+                implicit_tls: listener.implicit_tls,
+            });
+        }
+    } else {
+        for passed in inherited {
+            passed.socket.set_nonblocking(true)?;
+            log::info!(
+                "socket activation: serving {}{}",
+                passed.addr,
+                if passed.implicit_tls {
+                    " (implicit TLS)"
+                } else {
+                    ""
+                }
+            );
+            bound.push(passed.addr);
+            listeners.push(ListenSocket {
+                socket: mio::net::TcpListener::from_std(passed.socket),
+                implicit_tls: passed.implicit_tls,
+            });
+        }
     }
+    let stats_listener = match config.stats_listen {
+        Some(addr) => Some(
+            mio::net::TcpListener::bind(addr)
+                .map_err(|source| ServerError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+
+    // From here on the process is what it will stay. No thread has been
+    // started yet (the switch applies to the whole process regardless).
+    match &account {
+        Some(account) => privileges::become_account(account).map_err(ServerError::Privileges)?,
+        None => privileges::warn_if_root(demo),
+    }
+
+    let auth =
+        registry::build_auth(&config.auth).map_err(|e| ServerError::Backend(e.to_string()))?;
+    let store =
+        registry::build_store(&config.store).map_err(|e| ServerError::Backend(e.to_string()))?;
+    let metrics = Arc::new(Metrics::default());
+    let guard = Arc::new(AbuseGuard::new(
+        Policy::from_config(config),
+        Arc::clone(&metrics),
+    ));
+    // One SCRAM salt key for the life of the process (kept across SIGHUP),
+    // so the salts of users with plaintext secrets stay stable.
+    let sasl = SaslConfig::with_random_key("localhost").map_err(std::io::Error::other)?;
+    let env = session_env(config, auth, store, &guard, sasl);
 
     let poll = Poll::new()?;
     let notifier = Arc::new(Notifier::new(mio::Waker::new(poll.registry(), WAKER)?));
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
@@ -135,9 +246,10 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
         let jobs = job_rx.clone();
         let done = done_tx.clone();
         let notifier = Arc::clone(&notifier);
+        let metrics = Arc::clone(&metrics);
         let thread = std::thread::Builder::new()
             .name(format!("pop3d-worker-{i}"))
-            .spawn(move || worker::run(jobs, done, notifier))?;
+            .spawn(move || worker::run(jobs, done, notifier, metrics))?;
         threads.push(thread);
     }
     drop(done_tx);
@@ -163,24 +275,32 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
     }
     drop((handshake_rx, handshake_done_tx));
 
-    let settings = LoopSettings {
-        limits: config.limits.clone(),
-        plaintext_auth: config.allow_plaintext_auth,
-    };
     let mut event_loop = EventLoop::new(
         poll,
         listeners,
-        tls,
-        job_tx.clone(),
-        done_rx.clone(),
-        (handshake_tx, handshake_done_rx),
-        notifier,
-        env,
-        settings,
+        LoopSetup {
+            tls,
+            jobs: job_tx.clone(),
+            done: done_rx.clone(),
+            handshakes: (handshake_tx, handshake_done_rx),
+            notifier,
+            env,
+            config: config.clone(),
+            config_path: match source {
+                ConfigSource::File(path) => Some(path.to_path_buf()),
+                ConfigSource::Demo => None,
+            },
+            metrics,
+            guard,
+            stats: stats_listener,
+        },
     )?;
     log::info!("{workers} worker threads running sessions");
     if handshake_threads > 0 {
         log::info!("{handshake_threads} thread(s) for TLS handshakes");
+    }
+    if let Some(addr) = config.stats_listen {
+        log::info!("metrics at http://{addr}/metrics");
     }
     on_ready(&bound);
 
@@ -189,6 +309,7 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
         for signal in signals.pending() {
             match signal {
                 SIGHUP => signalled.reload = true,
+                SIGUSR1 => signalled.reopen_logs = true,
                 other => signalled.stop = Some(other),
             }
         }
@@ -196,7 +317,7 @@ pub fn run(config: &Config, on_ready: &mut dyn FnMut(&[SocketAddr])) -> Result<(
     });
     let leftover = event_loop.shutdown();
     let Stop::Signal(signal) = stop?;
-    log::info!("signal {signal} received: stopped accepting, ending sessions without UPDATE");
+    log::info!("signal {signal}: all connections closed; releasing maildrops");
     for job in leftover {
         // Blocking is fine now: the loop is gone.
         let _ = job_tx.send(job);

@@ -8,6 +8,7 @@
 //! wake-up syscall per loop turn, not one per reply.
 
 use super::framer::{Line, LineBatch};
+use super::stats::Metrics;
 use crate::protocol::session::BODY_PIECE_TARGET;
 use crate::protocol::{Directive, Session};
 use crossbeam_channel::{Receiver, Sender};
@@ -88,7 +89,12 @@ impl Notifier {
 }
 
 /// Runs jobs until the job channel closes.
-pub fn run(jobs: Receiver<Job>, done: Sender<Done>, notifier: Arc<Notifier>) {
+pub fn run(
+    jobs: Receiver<Job>,
+    done: Sender<Done>,
+    notifier: Arc<Notifier>,
+    metrics: Arc<Metrics>,
+) {
     for job in jobs {
         let result = match job {
             Job::Lines {
@@ -97,7 +103,7 @@ pub fn run(jobs: Receiver<Job>, done: Sender<Done>, notifier: Arc<Notifier>) {
                 mut lines,
                 mut out,
             } => {
-                let (handled, directive) = handle_lines(&mut session, &lines, &mut out);
+                let (handled, directive) = handle_lines(&mut session, &lines, &mut out, &metrics);
                 lines.consume(handled);
                 Done {
                     conn,
@@ -136,11 +142,22 @@ pub fn run(jobs: Receiver<Job>, done: Sender<Done>, notifier: Arc<Notifier>) {
 
 /// Handles lines until one needs the connection's attention (a delay, a
 /// body to stream, a close) or the output is large enough to send.
-fn handle_lines(session: &mut Session, lines: &LineBatch, out: &mut Vec<u8>) -> (usize, Directive) {
+fn handle_lines(
+    session: &mut Session,
+    lines: &LineBatch,
+    out: &mut Vec<u8>,
+    metrics: &Metrics,
+) -> (usize, Directive) {
     for i in 0..lines.len() {
         let directive = match lines.get(i) {
-            Some(Line::Text(text)) => session.handle_line(text, out),
-            Some(Line::TooLong) => session.line_too_long(out),
+            Some(Line::Text(text)) => {
+                metrics.count_command(text);
+                session.handle_line(text, out)
+            }
+            Some(Line::TooLong) => {
+                metrics.count_too_long();
+                session.line_too_long(out)
+            }
             None => Directive::Continue,
         };
         if directive != Directive::Continue || out.len() >= BODY_PIECE_TARGET {

@@ -77,6 +77,9 @@ pub struct Fixture {
     limits: Vec<(String, String)>,
     /// `RUST_LOG` of the server.
     log_filter: String,
+    /// Top-level config lines (`key: value`) besides listen, limits and the
+    /// backends.
+    top_level: Vec<(String, String)>,
 }
 
 impl Default for Fixture {
@@ -101,6 +104,7 @@ impl Fixture {
                 ("max_pipelined_lines".into(), "128".into()),
             ],
             log_filter: std::env::var("POP3D_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            top_level: Vec::new(),
         }
     }
 
@@ -129,6 +133,14 @@ impl Fixture {
     pub fn limit(mut self, key: &str, value: impl Display) -> Self {
         self.limits.retain(|(k, _)| k != key);
         self.limits.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// Sets a top-level key of the config (`value` as RON text); a later
+    /// value for the same key replaces the earlier one.
+    pub fn top_level(mut self, key: &str, value: impl Display) -> Self {
+        self.top_level.retain(|(k, _)| k != key);
+        self.top_level.push((key.into(), value.to_string()));
         self
     }
 
@@ -287,8 +299,20 @@ impl TestServer {
             .collect::<Vec<_>>()
             .join(", ");
         let (auth, store) = backend_plugins();
+        // The suite runs as root in CI; the fixture's files belong to the
+        // test, so serving them as root is what is meant (a test may set
+        // `user` to see privileges dropped).
+        let mut top_level = vec![("allow_root".to_string(), "true".to_string())];
+        for (key, value) in &self.fixture.top_level {
+            top_level.retain(|(k, _)| k != key);
+            top_level.push((key.clone(), value.clone()));
+        }
+        let top_level: String = top_level
+            .iter()
+            .map(|(k, v)| format!("    {k}: {v},\n"))
+            .collect();
         format!(
-            "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n    limits: ({limits}),\n    auth: (plugin: {auth:?}, config: (path: \"{passwd}\")),\n    store: (plugin: {store:?}, config: (root: \"{root}\")),\n)\n",
+            "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n{top_level}    limits: ({limits}),\n    auth: (plugin: {auth:?}, config: (path: \"{passwd}\")),\n    store: (plugin: {store:?}, config: (root: \"{root}\")),\n)\n",
             port = self.port,
             passwd = self.dir.join("passwd").display(),
             root = self.dir.join("mail/%u/Maildir").display(),
@@ -487,6 +511,13 @@ impl TestServer {
     /// Sends the signal `name` and waits for the process to end.
     pub fn stop_with(&mut self, name: &str) -> ExitStatus {
         self.signal(name);
+        self.wait_for_exit(&format!("SIG{name}"))
+    }
+
+    /// Waits for the process to end by itself (after a signal sent
+    /// earlier); `after` names the cause in the failure message.
+    pub fn wait_for_exit(&mut self, after: &str) -> ExitStatus {
+        let name = after;
         let mut child = self.child.take().expect("server is not running");
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
@@ -497,7 +528,7 @@ impl TestServer {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "pop3d did not exit within {IO_TIMEOUT:?} of SIG{name}; its log:\n{}",
+                    "pop3d did not exit within {IO_TIMEOUT:?} of {name}; its log:\n{}",
                     self.log()
                 );
             }

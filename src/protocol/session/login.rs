@@ -17,6 +17,7 @@
 use super::{err, err_backend, ok, Authorization, Directive, Session, Sid, State};
 use crate::backend::{BackendError, UserInfo};
 use crate::protocol::sasl::{self, Exchange, Mechanism, Step};
+use std::time::Duration;
 
 /// An AUTH exchange waiting for the client's next line.
 pub(super) struct SaslInProgress {
@@ -161,6 +162,10 @@ impl Session {
                 self.login(&authcid, password.expose(), method, out)
             }
             Step::NeedsSecret { authcid, next } => {
+                if let Err(refusal) = self.guard_admit(&authcid, method) {
+                    err(out, refusal.blocked.reply());
+                    return Directive::Delay(refusal.delay);
+                }
                 let secret = match self.env.auth.secret(&authcid) {
                     Some(Ok((secret, info))) => {
                         context.info = Some(info);
@@ -194,7 +199,10 @@ impl Session {
             }
             Step::Success { authcid } => {
                 match context.info {
-                    Some(info) => self.enter_transaction(info, method, out),
+                    Some(info) => {
+                        self.guard_succeeded(&authcid, Duration::ZERO);
+                        self.enter_transaction(info, method, out)
+                    }
                     None => {
                         // A mechanism succeeds only after a secret lookup,
                         // which set `info`; refuse rather than guess.
@@ -213,7 +221,8 @@ impl Session {
                 );
                 err(out, failure.reply_text());
                 if failure.is_credential_failure() {
-                    Directive::Delay(self.env.auth_failure_delay)
+                    let user = context.user.as_deref().unwrap_or("");
+                    Directive::Delay(self.guard_failed(user, Duration::ZERO))
                 } else {
                     Directive::Continue
                 }
@@ -238,8 +247,13 @@ impl Session {
                 return Directive::Continue;
             }
         };
+        if let Err(refusal) = self.guard_admit(user, "APOP") {
+            err(out, refusal.blocked.reply());
+            return Directive::Delay(refusal.delay);
+        }
         match self.env.auth.secret(user) {
             Some(Ok((secret, info))) if sasl::apop_verify(&timestamp, secret.expose(), digest) => {
+                self.guard_succeeded(user, Duration::ZERO);
                 self.enter_transaction(info, "APOP", out)
             }
             Some(Ok(_)) | Some(Err(BackendError::Denied)) => {
@@ -248,7 +262,7 @@ impl Session {
                     self.peer.addr.ip()
                 );
                 err(out, "[AUTH] Authentication failed");
-                Directive::Delay(self.env.auth_failure_delay)
+                Directive::Delay(self.guard_failed(user, Duration::ZERO))
             }
             Some(Err(e)) => {
                 log::warn!("session={sid} auth backend failed for user={user:?}: {e}");
