@@ -95,7 +95,7 @@ fn an_address_over_its_failure_cap_is_refused_without_a_password_check() {
     );
     let log = server.log();
     assert!(
-        log.contains("login refused user=\"alice\" remote=127.0.0.1 blocked=address"),
+        log.contains("login refused user=\"alice\" remote=127.0.0.1 method=USER blocked=address"),
         "{log}"
     );
 }
