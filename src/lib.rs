@@ -13,6 +13,7 @@
 //! - [`inetd`]: one session on stdin/stdout, for `pop3d --inetd` under
 //!   inetd, xinetd or a systemd `Accept=yes` socket.
 //! - [`logging`]: the logger (stderr or syslog) with its flood guard.
+//! - [`pw`]: `pop3d pw`, which makes and checks passwd-file password hashes.
 #![deny(unsafe_code)]
 
 pub mod backend;
@@ -21,4 +22,5 @@ pub mod demo;
 pub mod inetd;
 pub mod logging;
 pub mod protocol;
+pub mod pw;
 pub mod server;

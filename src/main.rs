@@ -5,7 +5,8 @@
 //! useful with `cargo run`. With `--config FILE` it runs a real server;
 //! `--inetd --config FILE` serves one client on stdin/stdout for inetd and
 //! friends; `check-config FILE` validates a file without starting anything;
-//! `dump-config FILE` prints the configuration with every default filled in.
+//! `dump-config FILE` prints the configuration with every default filled in;
+//! `pw` makes and checks passwd-file password hashes ([`pop3d::pw`]).
 //!
 //! Arguments are parsed by hand: there are a handful of forms, and a parser
 //! crate would cost more build time than the code it saves.
@@ -43,6 +44,18 @@ Usage:
   pop3d dump-config FILE [--non-default]
                              print FILE's configuration with every default filled in
                              (--non-default: only what differs from the defaults)
+  pop3d pw [-s SCHEME] [-r COST] [-u USER]
+                             print a password hash for the passwd-file, like doveadm pw;
+                             the password is read from the terminal (no echo) or from
+                             the first line of stdin. SCHEME (default SHA512-CRYPT):
+                             SHA512-CRYPT SHA256-CRYPT BLF-CRYPT ARGON2ID ARGON2I CRYPT
+                             SSHA512 SSHA256 SSHA CRAM-MD5 SCRAM-SHA-256 SCRAM-SHA-1
+                             PLAIN PLAIN.BASE64. COST: rounds (SHA*-CRYPT), cost
+                             (BLF-CRYPT), passes (ARGON2*), iterations (SCRAM-*)
+  pop3d pw --test HASH [-s SCHEME]
+                             check a password against HASH (-s: HASH's scheme if it has
+                             no {SCHEME} prefix); prints HASH (verified) and exits 0,
+                             or exits 1
   pop3d --help               show this help
   pop3d --version            show the version
 
@@ -67,6 +80,8 @@ enum Command {
     CheckConfig(PathBuf),
     /// Print the configuration at this path with defaults filled in.
     DumpConfig(PathBuf, DumpMode),
+    /// Make or check a password hash.
+    Pw(pop3d::pw::PwOptions),
     /// Print usage.
     Help,
     /// Print the version.
@@ -153,6 +168,16 @@ fn main() -> ExitCode {
             init_logging(&log, LogTarget::Stderr, true);
             run_demo()
         }
+        Command::Pw(options) => match pop3d::pw::run(&options) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("pop3d pw: {err}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -270,6 +295,11 @@ fn parse_command(args: &[OsString]) -> Result<Command, UsageError> {
                 None => Err(UsageError("check-config needs a FILE to check".to_string())),
             },
         };
+    }
+    if is(first, &["pw"]) {
+        return pop3d::pw::parse_args(&args[1..])
+            .map(Command::Pw)
+            .map_err(UsageError);
     }
     if is(first, &["dump-config"]) {
         let mut mode = DumpMode::Full;
@@ -612,6 +642,24 @@ mod tests {
                 run("a.ron"),
             ),
             (&["--config", "a.ron", "--log-level=debug"], run("a.ron")),
+            (
+                &["pw", "-s", "BLF-CRYPT", "-r", "12"],
+                Ok(Command::Pw(pop3d::pw::PwOptions {
+                    scheme: Some(pop3d_passwd_file::scheme::Scheme::BlfCrypt),
+                    cost: Some(12),
+                    user: None,
+                    test: None,
+                })),
+            ),
+            (
+                &["pw", "--test={SCRAM-SHA-1}4096,c2FsdA==,a2V5,a2V5"],
+                Ok(Command::Pw(pop3d::pw::PwOptions {
+                    scheme: None,
+                    cost: None,
+                    user: None,
+                    test: Some("{SCRAM-SHA-1}4096,c2FsdA==,a2V5,a2V5".into()),
+                })),
+            ),
         ];
         for (args, expected) in table {
             assert_eq!(&parse(args), expected, "{args:?}");
@@ -664,6 +712,7 @@ mod tests {
                 "unknown log level `loud` (expected error, warn, info, debug or trace)",
             ),
             (&["--syslog-socket"], "--syslog-socket needs a PATH"),
+            (&["pw", "-s", "DES"], "pw: unknown scheme `DES` (known: SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, ARGON2ID, ARGON2I, CRYPT, SSHA512, SSHA256, SSHA, CRAM-MD5, SCRAM-SHA-256, SCRAM-SHA-1, PLAIN, PLAIN.BASE64)"),
         ];
         for (args, why) in table {
             assert_eq!(parse(args), Err(UsageError(why.to_string())), "{args:?}");

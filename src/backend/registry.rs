@@ -299,9 +299,10 @@ mod tests {
         let maildrop = store.open(&user).unwrap();
         assert_eq!(maildrop.messages().len(), 1);
         assert_eq!(maildrop.messages()[0].wire_size, 22);
-        // passwd-file gives out secrets, through the ABI's get_secret.
+        // passwd-file gives out secrets, through the ABI's get_secret, as
+        // Dovecot-style `{SCHEME}data` strings.
         let (secret, _) = auth.secret("alice").unwrap().unwrap();
-        assert_eq!(secret.expose(), b"pw");
+        assert_eq!(secret.expose(), b"{PLAIN}pw");
         assert_eq!(
             auth.secret("bob").unwrap().unwrap_err(),
             BackendError::Denied

@@ -147,8 +147,12 @@ static Pop3dStatus static_get_secret(void *instance, const uint8_t *user, uint64
     (void)err;
     const struct user *found = find_user(user, user_len);
     if (found == NULL) return POP3D_NOT_FOUND;
-    Pop3dStatus status =
-        secret->append(secret, (const uint8_t *)found->password, strlen(found->password));
+    /* Secrets are Dovecot-style {SCHEME}data strings; this table holds
+     * plaintext passwords. */
+    static const char scheme[] = "{PLAIN}";
+    Pop3dStatus status = secret->append(secret, (const uint8_t *)scheme, sizeof scheme - 1);
+    if (status != POP3D_OK) return status;
+    status = secret->append(secret, (const uint8_t *)found->password, strlen(found->password));
     if (status != POP3D_OK) return status;
     return fill_user(found, out);
 }

@@ -9,37 +9,50 @@
 //!
 //! ```text
 //! user:password:uid:gid:(gecos):home:(shell):extra_fields
-//! alice:{PLAIN}secret::::/home/alice::quota=1G
-//! bob:{PLAIN.BASE64}c2VjcmV0
+//! alice:{SHA512-CRYPT}$6$3Cq5nd0XYuWn1rNk$...::::/home/alice::quota=1G
+//! bob:{PLAIN}secret
+//! carol:$2y$10$...
 //! ```
 //!
 //! Fields after the password may be left out. Blank lines and lines
-//! starting with `#` are ignored. The password is `{SCHEME}secret`; `PLAIN`
-//! (also spelled `CLEAR` or `CLEARTEXT`) and `PLAIN.BASE64` (`PLAIN.B64`)
-//! are supported. A user whose password uses another scheme, or no scheme
-//! (which Dovecot reads as `CRYPT`), is reported once when the file is
-//! loaded and can never log in. Extra fields are space-separated
-//! `key=value` pairs handed to the store untouched. User names are matched
-//! exactly, case included, as Dovecot does by default.
+//! starting with `#` are ignored. The password is `{SCHEME}data` in any of
+//! Dovecot's schemes listed in [`scheme`] (SHA512-CRYPT, BLF-CRYPT,
+//! ARGON2ID, SSHA512, CRAM-MD5, SCRAM-SHA-256, PLAIN, …); without a
+//! `{SCHEME}` prefix it is `CRYPT`, a crypt(3) hash, as in Dovecot. `pop3d
+//! pw` makes them, and so does `doveadm pw`. A user whose password uses a
+//! scheme this build does not check (DES or MD5 crypt, for instance) is
+//! reported once when the file is loaded and can never log in; a supported
+//! scheme with malformed data is an error in the file, like a malformed
+//! line. Extra fields are space-separated `key=value` pairs handed to the
+//! store untouched. User names are matched exactly, case included, as
+//! Dovecot does by default.
 //!
 //! The file is checked for changes (inode, size, mtime, ctime) at every
 //! login and read again when it changed, so edits take effect without a
 //! restart. A file that no longer parses leaves the previous users in force
 //! and is reported once in the log.
 //!
-//! Password checks take the same time whether the user exists or not: an
-//! unknown user is compared against a dummy password. Passwords never reach
-//! the log.
+//! An unknown user (or one who cannot log in) is checked against a dummy
+//! hash of the most common scheme and cost in the file, so a login for a
+//! name that does not exist costs what a wrong password for a typical user
+//! costs and timing does not tell which names exist. (A user stored in a
+//! rarer scheme still takes that scheme's time: pick one scheme per file.)
+//! Passwords never reach the log.
 //!
 //! The plugin also gives out secrets for challenge-response mechanisms
-//! (`get_secret`): the plaintext of a `{PLAIN}`/`{CLEAR}`/`{PLAIN.BASE64}`
-//! entry. A user stored in any other scheme, like an unknown user, is
-//! `DENIED` there.
+//! (`get_secret`), as Dovecot-style `{SCHEME}data` strings: `{PLAIN}pw`
+//! for the plaintext schemes, and the stored `{CRAM-MD5}…`,
+//! `{SCRAM-SHA-256}…` and `{SCRAM-SHA-1}…` strings, from which those
+//! mechanisms work without the plaintext. A user stored as a one-way hash
+//! (the crypt family, salted SHA), like an unknown user, is `DENIED` there.
 #![deny(unsafe_code)]
 
+pub mod scheme;
+
 use pop3d_plugin_api::{
-    export_auth_plugin, log_error, log_info, log_warn, AuthPlugin, Error, UserInfo,
+    export_auth_plugin, log_debug, log_error, log_info, log_warn, AuthPlugin, Error, UserInfo,
 };
+use scheme::{SchemeError, StoredPassword};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -47,12 +60,8 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use subtle::{Choice, ConstantTimeEq};
-
-/// Compared against when the user is unknown or cannot log in, so those
-/// cases do the same work as a wrong password.
-const DUMMY_PASSWORD: &[u8] = b"pop3d-dummy-password-for-timing";
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use subtle::Choice;
 
 /// The `config` section of a passwd-file authenticator.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -106,22 +115,12 @@ impl std::error::Error for PasswdFileError {
 }
 
 /// How a user's password is checked.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Credential {
-    /// The password itself (decoded, for `PLAIN.BASE64`).
-    Plain(Vec<u8>),
+    /// A password in a scheme this build checks.
+    Checked(StoredPassword),
     /// A scheme this build cannot check: the user cannot log in.
     Unsupported,
-}
-
-/// Hand-written so a password can never be printed by `{:?}`.
-impl fmt::Debug for Credential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Credential::Plain(_) => write!(f, "Plain(<redacted>)"),
-            Credential::Unsupported => write!(f, "Unsupported"),
-        }
-    }
 }
 
 /// One user of the file.
@@ -134,10 +133,14 @@ struct UserEntry {
 }
 
 /// The parsed file.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct UserTable {
     /// Users by exact name.
     users: HashMap<String, UserEntry>,
+    /// What unknown users and users who cannot log in are checked against:
+    /// a hash of the file's most common scheme and cost that no password
+    /// matches, so their logins cost what a typical user's does.
+    dummy: StoredPassword,
     /// Lines that load but whose users cannot log in, as log messages.
     warnings: Vec<String>,
 }
@@ -181,8 +184,11 @@ impl Observation {
 /// The users in force and the state of the file they came from.
 #[derive(Debug)]
 struct Loaded {
-    /// The users logins are checked against.
-    table: UserTable,
+    /// The users logins are checked against. Shared, so a login holds the
+    /// lock only long enough to clone the `Arc`, not for the whole hash
+    /// check (an ARGON2ID check at Dovecot's costs takes about 0.2 s), and
+    /// a reload never waits for logins in progress.
+    table: Arc<UserTable>,
     /// The file as it was when last read or last found unreadable, so an
     /// unchanged file is neither read again nor reported again.
     seen: Observation,
@@ -204,13 +210,28 @@ impl PasswdFile {
         let seen = Observation::of(&config.path);
         let table = load(&config.path)?;
         log_warnings(&table);
+        log_debug!(
+            "passwd-file: {}: {} users; unknown users are checked against a {} dummy",
+            config.path.display(),
+            table.users.len(),
+            table.dummy.cost()
+        );
         Ok(PasswdFile {
             path: config.path,
-            loaded: RwLock::new(Loaded { table, seen }),
+            loaded: RwLock::new(Loaded {
+                table: Arc::new(table),
+                seen,
+            }),
         })
     }
 
-    /// Reads the file again if it changed since it was last looked at.
+    /// The users in force, after reading the file again if it changed
+    /// since it was last looked at.
+    fn current_table(&self) -> Arc<UserTable> {
+        self.reload_if_changed();
+        Arc::clone(&self.read_loaded().table)
+    }
+
     fn reload_if_changed(&self) {
         let now = Observation::of(&self.path);
         if self.read_loaded().seen == now {
@@ -233,7 +254,7 @@ impl PasswdFile {
                     self.path.display(),
                     table.users.len()
                 );
-                loaded.table = table;
+                loaded.table = Arc::new(table);
             }
             Err(err) => log_error!(
                 "passwd-file: {err}; keeping the {} users loaded before until the file is fixed",
@@ -265,56 +286,45 @@ impl AuthPlugin for PasswdFile {
         PasswdFile::new(config).map_err(|err| Error::PermFail(err.to_string()))
     }
 
+    /// Runs on a worker thread (pop3d never checks passwords on its event
+    /// loop), so a slow hash delays only this login.
     fn authenticate(&self, user: &str, password: &[u8]) -> Result<UserInfo, Error> {
-        self.reload_if_changed();
-        let loaded = self.read_loaded();
-        let entry = loaded.table.users.get(user);
+        let table = self.current_table();
+        let entry = table.users.get(user);
         let (stored, usable) = match entry {
             Some(UserEntry {
-                credential: Credential::Plain(stored),
+                credential: Credential::Checked(stored),
                 ..
-            }) => (stored.as_slice(), Choice::from(1)),
-            _ => (DUMMY_PASSWORD, Choice::from(0)),
+            }) => (stored, Choice::from(1)),
+            _ => (&table.dummy, Choice::from(0)),
         };
-        let accepted = constant_time_eq(stored, password) & usable;
+        let accepted = stored.verify_ct(password) & usable;
         match entry {
             Some(entry) if bool::from(accepted) => Ok(entry.info.clone()),
             _ => Err(Error::Denied),
         }
     }
 
-    /// The plaintext for challenge-response mechanisms. An unknown user and
-    /// one whose password is stored in a scheme that cannot give it back are
-    /// both `Denied`, as a wrong password would be.
+    /// The secret for challenge-response mechanisms, as a `{SCHEME}data`
+    /// string (see the crate docs). An unknown user and one whose password
+    /// is a one-way hash are both `Denied`, as a wrong password would be.
     fn secret(&self, user: &str) -> Result<(Vec<u8>, UserInfo), Error> {
-        self.reload_if_changed();
-        let loaded = self.read_loaded();
-        match loaded.table.users.get(user) {
-            Some(UserEntry {
-                credential: Credential::Plain(secret),
-                info,
-            }) => Ok((secret.clone(), info.clone())),
-            _ => Err(Error::Denied),
+        let table = self.current_table();
+        let Some(UserEntry {
+            credential: Credential::Checked(stored),
+            info,
+        }) = table.users.get(user)
+        else {
+            return Err(Error::Denied);
+        };
+        match stored.challenge_secret() {
+            Some(secret) => Ok((secret, info.clone())),
+            None => Err(Error::Denied),
         }
     }
 }
 
 export_auth_plugin!(passwd_file, PasswdFile, "passwd-file");
-
-/// Whether `given` equals `stored`, in time that depends on the length of
-/// `given` (which the client knows) and not on where the two differ.
-///
-/// The stored password's length is compared without a branch too, though
-/// a plaintext scheme cannot hide it entirely from a patient attacker
-/// measuring the byte loop; hashed schemes will not have that problem.
-fn constant_time_eq(stored: &[u8], given: &[u8]) -> Choice {
-    let same_length = (stored.len() as u64).ct_eq(&(given.len() as u64));
-    let mut difference = 0u8;
-    for (index, &byte) in given.iter().enumerate() {
-        difference |= byte ^ stored.get(index).copied().unwrap_or(0);
-    }
-    same_length & difference.ct_eq(&0)
-}
 
 fn log_warnings(table: &UserTable) {
     for warning in &table.warnings {
@@ -332,7 +342,11 @@ fn load(path: &Path) -> Result<UserTable, PasswdFileError> {
 
 /// Parses a whole file. `path` is only used in messages.
 fn parse(path: &Path, text: &[u8]) -> Result<UserTable, PasswdFileError> {
-    let mut table = UserTable::default();
+    let mut users = HashMap::new();
+    let mut warnings = Vec::new();
+    // How many users have each cost, in order of first appearance, to
+    // pick the dummy: one stored password of each cost, and its count.
+    let mut costs: Vec<(String, StoredPassword, usize)> = Vec::new();
     let mut first_line_of: HashMap<String, usize> = HashMap::new();
     for (index, raw_line) in text.split(|&b| b == b'\n').enumerate() {
         let line_number = index + 1;
@@ -374,23 +388,27 @@ fn parse(path: &Path, text: &[u8]) -> Result<UserTable, PasswdFileError> {
         let _shell = fields.next();
         let extra = fields.next().map(parse_extra_fields).unwrap_or_default();
 
-        let credential = match parse_password(password) {
-            Ok(credential) => credential,
-            Err(PasswordProblem::Undecodable(scheme)) => {
-                return Err(bad_line(format!(
-                    "user {name}: the {scheme} password is not valid base64"
-                )))
+        let credential = match StoredPassword::parse(password) {
+            Ok(stored) => {
+                let cost = stored.cost();
+                match costs.iter_mut().find(|(seen, ..)| *seen == cost) {
+                    Some((_, _, count)) => *count += 1,
+                    None => costs.push((cost, stored.clone(), 1)),
+                }
+                Credential::Checked(stored)
             }
-            Err(PasswordProblem::Unsupported(scheme)) => {
-                table.warnings.push(format!(
-                    "{}:{line_number}: user {name}: password scheme {scheme} is not supported \
-                     yet; this user cannot log in until the password is stored as {{PLAIN}}",
+            Err(SchemeError::Unsupported(scheme)) => {
+                warnings.push(format!(
+                    "{}:{line_number}: user {name}: password scheme {scheme} is not supported; \
+                     this user cannot log in until the password is stored again with \
+                     `pop3d pw` (e.g. as SHA512-CRYPT)",
                     path.display()
                 ));
                 Credential::Unsupported
             }
+            Err(err) => return Err(bad_line(format!("user {name}: {err}"))),
         };
-        table.users.insert(
+        users.insert(
             name.to_owned(),
             UserEntry {
                 info: UserInfo {
@@ -402,7 +420,23 @@ fn parse(path: &Path, text: &[u8]) -> Result<UserTable, PasswdFileError> {
             },
         );
     }
-    Ok(table)
+    // The most common cost; the first seen of those tied. A file with no
+    // checkable password gets a plaintext dummy.
+    let mut most_common: Option<&(String, StoredPassword, usize)> = None;
+    for candidate in &costs {
+        if most_common.is_none_or(|best| candidate.2 > best.2) {
+            most_common = Some(candidate);
+        }
+    }
+    let dummy = match most_common {
+        Some((_, stored, _)) => stored.dummy_like(),
+        None => StoredPassword::plain_dummy(),
+    };
+    Ok(UserTable {
+        users,
+        dummy,
+        warnings,
+    })
 }
 
 /// `key=value` pairs separated by spaces; a bare `key` has an empty value
@@ -414,91 +448,6 @@ fn parse_extra_fields(text: &str) -> Vec<(String, String)> {
             None => (field.to_owned(), String::new()),
         })
         .collect()
-}
-
-/// Why a password field gives no usable credential. Each carries a name of
-/// the scheme that is safe to log.
-#[derive(Debug, PartialEq, Eq)]
-enum PasswordProblem {
-    /// A scheme this build does not check.
-    Unsupported(String),
-    /// A supported encoding that does not decode: a typo in the file.
-    Undecodable(String),
-}
-
-fn parse_password(field: &str) -> Result<Credential, PasswordProblem> {
-    let scheme_and_secret = field
-        .strip_prefix('{')
-        .and_then(|rest| rest.split_once('}'));
-    let Some((scheme, secret)) = scheme_and_secret else {
-        return Err(PasswordProblem::Unsupported(
-            "CRYPT (the default when there is no {SCHEME} prefix)".to_owned(),
-        ));
-    };
-    let scheme_upper = scheme.to_ascii_uppercase();
-    match scheme_upper.as_str() {
-        "PLAIN" | "CLEAR" | "CLEARTEXT" => Ok(Credential::Plain(secret.as_bytes().to_vec())),
-        "PLAIN.BASE64" | "PLAIN.B64" => decode_base64(secret)
-            .map(Credential::Plain)
-            .ok_or(PasswordProblem::Undecodable(scheme_upper)),
-        _ => Err(PasswordProblem::Unsupported(loggable_scheme(scheme))),
-    }
-}
-
-/// `scheme` if it looks like a scheme name; otherwise the braces may hold
-/// part of a password written without a scheme, which must not be logged.
-fn loggable_scheme(scheme: &str) -> String {
-    let looks_like_scheme = !scheme.is_empty()
-        && scheme.len() <= 32
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-    if looks_like_scheme {
-        scheme.to_ascii_uppercase()
-    } else {
-        "(an unrecognised {...} prefix)".to_owned()
-    }
-}
-
-/// Standard base64 (RFC 4648, `+` and `/`), with or without `=` padding.
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    fn value(symbol: u8) -> Option<u32> {
-        match symbol {
-            b'A'..=b'Z' => Some(u32::from(symbol - b'A')),
-            b'a'..=b'z' => Some(u32::from(symbol - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(symbol - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let symbols = text.trim_end_matches('=').as_bytes();
-    let padding = text.len() - symbols.len();
-    if padding > 2 || (padding > 0 && !text.len().is_multiple_of(4)) || symbols.len() % 4 == 1 {
-        return None;
-    }
-    let mut decoded = Vec::with_capacity(symbols.len() * 3 / 4);
-    for group in symbols.chunks(4) {
-        let mut bits: u32 = 0;
-        for &symbol in group {
-            bits = (bits << 6) | value(symbol)?;
-        }
-        // A group of n symbols carries n*6 bits: 3 bytes for 4, 2 for 3, 1
-        // for 2. Bits left over below the last byte must be zero.
-        let (bytes, spare_bits) = match group.len() {
-            4 => (3, 0),
-            3 => (2, 2),
-            _ => (1, 4),
-        };
-        if bits & ((1 << spare_bits) - 1) != 0 {
-            return None;
-        }
-        let bits = bits >> spare_bits;
-        for byte_index in (0..bytes).rev() {
-            decoded.push((bits >> (8 * byte_index)) as u8);
-        }
-    }
-    Some(decoded)
 }
 
 #[cfg(test)]
@@ -556,9 +505,18 @@ bob:{CLEAR}builder
    # an indented comment
 carol:{plain.base64}c2VjcmV0OndpdGg6Y29sb25z::::/home/carol
 dave@example.org:{PLAIN}dave-pw:::::
-eve:{SHA512-CRYPT}$6$salt$hash
+eve:{SHA512-CRYPT}$6$R4Sdkw.ebcXYiYOf$557TFm2IH9HW/kGkoBBRP6rAprsTXtNR0pPrZ.ENQP1ilDdEfmNlyB3.tGcB2PSLPraVdBG7qehWqrVkmyTKj1::::/home/eve
 frank:$1$oldstyle$crypt
+gina:$2y$04$YMP0oq81HkdBwsSz3vM9uOycKOHBWpa1KIwqGt3S0dBAdGuaHM9Sy
+hal:{CRAM-MD5}b00ebdebd13d7e4a3439500d915233e2bd6315442fa6bb85ae238cc58b5c04b2
+ida:{scram-sha-256}4096,jn1vvcHYecycypQ5qSr8Cw==,eG9U+EA5Wp53eVnQTjELVMKIIDPtdBUxCJY/h4addYM=,5SdGhZ+LhC3GvIn8zYrNQBpV65Za6Cx7Hebd6sZnfRE=
+jo:{SSHA256}5pYeNY3FL795TuUnsfsgJc6CsIezgsBBUhEvgQF/ZpaBwtXB
+kim:{DES-CRYPT}abJnggxhB/yWI
 ";
+
+    /// The dummy password compared against for unknown users of SAMPLE,
+    /// where PLAIN is the most common scheme.
+    const DUMMY_PASSWORD: &[u8] = b"pop3d-dummy-password-for-timing";
 
     #[test]
     fn a_good_login_returns_the_users_details() {
@@ -628,50 +586,128 @@ frank:$1$oldstyle$crypt
     }
 
     #[test]
+    fn hashed_schemes_log_in_with_their_password_only() {
+        let dir = TestDir::new("passwd-hashed");
+        let (passwd, _) = authenticator(&dir, SAMPLE);
+        for (user, password) in [
+            ("eve", "eve-pw"),
+            ("gina", "gina-pw"),
+            ("hal", "hal-pw"),
+            ("ida", "ida-pw"),
+            ("jo", "jo-pw"),
+        ] {
+            let info = passwd.authenticate(user, password.as_bytes()).unwrap();
+            assert_eq!(info.name, user);
+            assert_eq!(
+                passwd.authenticate(user, b"wrong"),
+                Err(Error::Denied),
+                "{user}"
+            );
+        }
+        let eve = passwd.authenticate("eve", b"eve-pw").unwrap();
+        assert_eq!(eve.home.as_deref(), Some("/home/eve"));
+        // The stored string is not a password.
+        assert_eq!(
+            passwd.authenticate("jo", b"5pYeNY3FL795TuUnsfsgJc6CsIezgsBBUhEvgQF/ZpaBwtXB"),
+            Err(Error::Denied)
+        );
+    }
+
+    #[test]
     fn unsupported_schemes_are_denied_and_reported_once_at_load() {
         let dir = TestDir::new("passwd-schemes");
         let (passwd, path) = authenticator(&dir, SAMPLE);
-        assert_eq!(
-            passwd.authenticate("eve", b"$6$salt$hash"),
-            Err(Error::Denied)
-        );
         assert_eq!(
             passwd.authenticate("frank", b"$1$oldstyle$crypt"),
             Err(Error::Denied)
         );
         // Nor does the dummy compared against in their place let them in.
-        assert_eq!(
-            passwd.authenticate("eve", DUMMY_PASSWORD),
-            Err(Error::Denied)
-        );
+        for user in ["frank", "kim"] {
+            assert_eq!(
+                passwd.authenticate(user, DUMMY_PASSWORD),
+                Err(Error::Denied)
+            );
+        }
         let warnings = warnings(&passwd);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         let file = path.display().to_string();
         assert!(
-            warnings[0].contains(&format!("{file}:8:")),
+            warnings[0].contains(&format!("{file}:9: user frank: password scheme MD5-CRYPT")),
             "{}",
             warnings[0]
         );
-        assert!(warnings[0].contains("SHA512-CRYPT"));
         assert!(
-            warnings[1].contains(&format!("{file}:9:")),
+            warnings[1].contains(&format!("{file}:14: user kim: password scheme DES-CRYPT")),
             "{}",
             warnings[1]
         );
-        assert!(warnings[1].contains("CRYPT"));
         for warning in &warnings {
-            assert!(!warning.contains("hash") && !warning.contains("oldstyle"));
+            assert!(warning.contains("pop3d pw"), "{warning}");
+            assert!(!warning.contains("oldstyle") && !warning.contains("abJngg"));
         }
     }
 
     #[test]
-    fn a_password_in_braces_is_not_logged_as_a_scheme() {
+    fn unknown_users_are_checked_against_the_most_common_cost() {
+        let dir = TestDir::new("passwd-dummy");
+        let bcrypt4 = "$2y$04$YMP0oq81HkdBwsSz3vM9uOycKOHBWpa1KIwqGt3S0dBAdGuaHM9Sy";
+        let sha512 = "{SHA512-CRYPT}$6$R4Sdkw.ebcXYiYOf$557TFm2IH9HW/kGkoBBRP6rAprsTXtNR0pPrZ.ENQP1ilDdEfmNlyB3.tGcB2PSLPraVdBG7qehWqrVkmyTKj1";
+        let dummy_cost = |content: &str| {
+            let (passwd, _) = authenticator(&dir, content);
+            let cost = passwd.read_loaded().table.dummy.cost();
+            assert_eq!(
+                passwd.authenticate("nobody", DUMMY_PASSWORD),
+                Err(Error::Denied)
+            );
+            cost
+        };
         assert_eq!(
-            parse_password("{my secret}pass"),
-            Err(PasswordProblem::Unsupported(
-                "(an unrecognised {...} prefix)".to_owned()
-            ))
+            dummy_cost(&format!(
+                "a:{{PLAIN}}x\nb:{sha512}\nc:{bcrypt4}\nd:{bcrypt4}\ne:{{PLAIN}}y\nf:{{BLF-CRYPT}}{bcrypt4}\n"
+            )),
+            "BLF-CRYPT cost=4"
         );
+        // Ties go to the first seen.
+        assert_eq!(
+            dummy_cost(&format!(
+                "a:{sha512}\nb:{{PLAIN}}x\nc:{{PLAIN}}y\nd:{sha512}\n"
+            )),
+            "SHA512-CRYPT rounds=5000"
+        );
+        assert_eq!(dummy_cost("# nobody\nfrank:$1$oldstyle$crypt\n"), "PLAIN");
+    }
+
+    #[test]
+    fn malformed_hashes_are_bad_lines() {
+        let dir = TestDir::new("passwd-malformed");
+        let path = dir.path().join("passwd");
+        for (content, reason) in [
+            (
+                "a:{SHA512-CRYPT}$6$salt$hash\n",
+                "the SHA512-CRYPT password is malformed",
+            ),
+            ("a:{SSHA256}AAAA\n", "the SSHA256 password is malformed"),
+            ("a:{CRAM-MD5}00ff\n", "the CRAM-MD5 password is malformed"),
+            (
+                "a:{SCRAM-SHA-1}4096,c2FsdA==\n",
+                "the SCRAM-SHA-1 password is malformed",
+            ),
+            (
+                "a:no-scheme-password\n",
+                "a plaintext password needs the {PLAIN} prefix",
+            ),
+        ] {
+            fs::write(&path, content).unwrap();
+            let message = PasswdFile::new(PasswdFileConfig { path: path.clone() })
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.starts_with(&format!("{}:1: user a: ", path.display())),
+                "{message}"
+            );
+            assert!(message.contains(reason), "{message}");
+            assert!(!message.contains("no-scheme-password"), "{message}");
+        }
     }
 
     #[test]
@@ -781,19 +817,32 @@ frank:$1$oldstyle$crypt
     }
 
     #[test]
-    fn secrets_are_the_plaintext_of_plain_entries_only() {
+    fn secrets_are_scheme_strings_of_the_reversible_schemes_only() {
         let dir = TestDir::new("passwd-secret");
         let (passwd, path) = authenticator(&dir, SAMPLE);
         let (secret, alice) = passwd.secret("alice").unwrap();
-        assert_eq!(secret, b"wonderland");
+        assert_eq!(secret, b"{PLAIN}wonderland");
         assert_eq!(alice.home.as_deref(), Some("/home/alice"));
-        assert_eq!(passwd.secret("bob").unwrap().0, b"builder");
-        assert_eq!(passwd.secret("carol").unwrap().0, b"secret:with:colons");
-        for no_secret in ["eve", "frank", "mallory", "Alice", ""] {
+        assert_eq!(passwd.secret("bob").unwrap().0, b"{PLAIN}builder");
+        assert_eq!(
+            passwd.secret("carol").unwrap().0,
+            b"{PLAIN}secret:with:colons"
+        );
+        assert_eq!(
+            passwd.secret("hal").unwrap().0,
+            b"{CRAM-MD5}b00ebdebd13d7e4a3439500d915233e2bd6315442fa6bb85ae238cc58b5c04b2"
+        );
+        // The scheme name comes out in Dovecot's spelling, whatever the
+        // file's case.
+        assert_eq!(
+            passwd.secret("ida").unwrap().0,
+            b"{SCRAM-SHA-256}4096,jn1vvcHYecycypQ5qSr8Cw==,eG9U+EA5Wp53eVnQTjELVMKIIDPtdBUxCJY/h4addYM=,5SdGhZ+LhC3GvIn8zYrNQBpV65Za6Cx7Hebd6sZnfRE="
+        );
+        for no_secret in ["eve", "frank", "gina", "jo", "kim", "mallory", "Alice", ""] {
             assert_eq!(passwd.secret(no_secret), Err(Error::Denied), "{no_secret}");
         }
         fs::write(&path, "alice:{PLAIN}changed\n").unwrap();
-        assert_eq!(passwd.secret("alice").unwrap().0, b"changed");
+        assert_eq!(passwd.secret("alice").unwrap().0, b"{PLAIN}changed");
         assert_eq!(passwd.secret("bob"), Err(Error::Denied));
     }
 
@@ -833,32 +882,6 @@ frank:$1$oldstyle$crypt
     }
 
     #[test]
-    fn constant_time_eq_known_answers() {
-        let check = |a: &[u8], b: &[u8]| bool::from(constant_time_eq(a, b));
-        assert!(check(b"secret", b"secret"));
-        assert!(check(b"", b""));
-        assert!(!check(b"secret", b"secreT"));
-        assert!(!check(b"secret", b"secret\0"));
-        assert!(!check(b"secret\0", b"secret"));
-        assert!(!check(b"secret", b""));
-        assert!(!check(b"", b"\0"));
-    }
-
-    #[test]
-    fn base64_known_answers() {
-        assert_eq!(decode_base64("").unwrap(), b"");
-        assert_eq!(decode_base64("Zg==").unwrap(), b"f");
-        assert_eq!(decode_base64("Zg").unwrap(), b"f");
-        assert_eq!(decode_base64("Zm8=").unwrap(), b"fo");
-        assert_eq!(decode_base64("Zm9v").unwrap(), b"foo");
-        assert_eq!(decode_base64("Zm9vYmFy").unwrap(), b"foobar");
-        assert_eq!(decode_base64("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
-        for bad in ["Z", "Zh==", "Zm9v=", "Zg===", "Zm 9v", "Zm9v!", "=Zg="] {
-            assert_eq!(decode_base64(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn debug_output_never_shows_a_password() {
         let dir = TestDir::new("passwd-debug");
         let (passwd, _) = authenticator(&dir, SAMPLE);
@@ -866,5 +889,9 @@ frank:$1$oldstyle$crypt
         assert!(printed.contains("alice"));
         assert!(!printed.contains("wonderland"), "{printed}");
         assert!(!printed.contains("builder"));
+        assert!(
+            !printed.contains("R4Sdkw") && !printed.contains("b00ebd"),
+            "{printed}"
+        );
     }
 }

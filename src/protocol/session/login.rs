@@ -167,12 +167,24 @@ impl Session {
                     return Directive::Delay(refusal.delay);
                 }
                 let secret = match self.env.auth.secret(&authcid) {
-                    Some(Ok((secret, info))) => {
-                        context.info = Some(info);
-                        // The plugin ABI hands over plaintext secrets.
-                        Some(sasl::Secret::plain(secret.expose()))
-                    }
-                    Some(Err(BackendError::Denied)) => None,
+                    // The plugin ABI hands over Dovecot-style `{SCHEME}data`
+                    // strings. A secret that cannot serve this mechanism
+                    // (SCRAM keys for CRAM-MD5, say) fails exactly like an
+                    // unknown user: the mechanism runs on with no secret.
+                    Some(Ok((secret, info))) => match sasl::Secret::parse(secret.expose()) {
+                        Ok(parsed) if parsed.serves(context.mechanism) => {
+                            context.info = Some(info);
+                            Some(parsed)
+                        }
+                        Ok(_) => None,
+                        Err(e) => {
+                            log::warn!(
+                                "session={sid} unusable secret for user={authcid:?} from the auth backend: {e}"
+                            );
+                            None
+                        }
+                    },
+                    Some(Err(BackendError::Denied | BackendError::NotFound(_))) => None,
                     Some(Err(e)) => {
                         log::warn!(
                             "session={sid} auth backend failed to give the secret of user={authcid:?}: {e}"
@@ -251,12 +263,19 @@ impl Session {
             err(out, refusal.blocked.reply());
             return Directive::Delay(refusal.delay);
         }
+        // APOP needs the plaintext itself: a `{PLAIN}` secret.
+        let verified = |secret: &[u8]| {
+            sasl::Secret::parse(secret)
+                .ok()
+                .and_then(|s| s.plaintext().map(|p| sasl::apop_verify(&timestamp, p, digest)))
+                .unwrap_or(false)
+        };
         match self.env.auth.secret(user) {
-            Some(Ok((secret, info))) if sasl::apop_verify(&timestamp, secret.expose(), digest) => {
+            Some(Ok((secret, info))) if verified(secret.expose()) => {
                 self.guard_succeeded(user, Duration::ZERO);
                 self.enter_transaction(info, "APOP", out)
             }
-            Some(Ok(_)) | Some(Err(BackendError::Denied)) => {
+            Some(Ok(_)) | Some(Err(BackendError::Denied | BackendError::NotFound(_))) => {
                 log::info!(
                     "session={sid} login failed user={user:?} remote={} method=APOP",
                     self.peer.addr.ip()
