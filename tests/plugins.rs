@@ -358,7 +358,7 @@ fn c_static_auth_checks_passwords_and_returns_attributes() {
     // The optional get_secret is there, and unknown users are Denied.
     assert!(auth.supports_secrets());
     let (secret, bob) = auth.secret("bob").unwrap().unwrap();
-    assert_eq!(secret.expose(), b"builder");
+    assert_eq!(secret.expose(), b"{PLAIN}builder");
     assert_eq!(bob.name, "bob");
     assert_eq!(format!("{secret:?}"), "Secret(..)");
     assert_eq!(

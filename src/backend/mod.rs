@@ -93,9 +93,10 @@ pub trait Authenticator: Send + Sync {
     /// both give `Err(BackendError::Denied)` after the same amount of work.
     fn authenticate(&self, user: &str, password: &[u8]) -> Result<UserInfo, BackendError>;
 
-    /// The user's plaintext shared secret and attributes, for
-    /// challenge-response mechanisms (APOP, CRAM-MD5) where the server must
-    /// compute the expected answer itself.
+    /// The user's shared secret, a Dovecot-style `{SCHEME}data` string
+    /// (`{PLAIN}password`, `{CRAM-MD5}hex`, `{SCRAM-SHA-256}...`), and
+    /// attributes, for challenge-response mechanisms (APOP, CRAM-MD5, SCRAM)
+    /// where the server must compute the expected answer itself.
     ///
     /// `None`: this backend cannot supply secrets at all (it stores only
     /// hashes, or asks an external program), so those mechanisms must not

@@ -137,8 +137,10 @@ typedef struct Pop3dAuthTable {
     Pop3dStatus (*authenticate)(void *instance, const uint8_t *user, uint64_t user_len,
                                 const uint8_t *password, uint64_t password_len, Pop3dUserOut *out,
                                 Pop3dBuf *err);
-    /* OPTIONAL (may be NULL, or beyond `size`): appends the user's plaintext
-     * shared secret to `secret` and fills out, for APOP and CRAM-MD5. */
+    /* OPTIONAL (may be NULL, or beyond `size`): appends the user's shared
+     * secret to `secret` as a Dovecot-style {SCHEME}data string
+     * ("{PLAIN}password", "{CRAM-MD5}hex", "{SCRAM-SHA-256}iter,salt,
+     * StoredKey,ServerKey") and fills out, for APOP, CRAM-MD5 and SCRAM. */
     Pop3dStatus (*get_secret)(void *instance, const uint8_t *user, uint64_t user_len,
                               Pop3dBuf *secret, Pop3dUserOut *out, Pop3dBuf *err);
 } Pop3dAuthTable;

@@ -292,8 +292,11 @@ pub type AuthenticateFn = unsafe extern "C" fn(
     err: *mut Pop3dBuf,
 ) -> Status;
 
-/// `get_secret(instance, user, secret, out, err)`: the user's plaintext
-/// shared secret (for APOP and CRAM-MD5) and attributes. DENIED or NOT_FOUND
+/// `get_secret(instance, user, secret, out, err)`: the user's shared
+/// secret as a Dovecot-style `{SCHEME}data` string (`{PLAIN}password`,
+/// `{CRAM-MD5}hex`, `{SCRAM-SHA-256}iter,salt,StoredKey,ServerKey`; see
+/// plugins/README.md "Secrets"), for APOP, CRAM-MD5 and SCRAM, and the
+/// user's attributes. DENIED or NOT_FOUND
 /// for an unknown user.
 pub type GetSecretFn = unsafe extern "C" fn(
     instance: *mut c_void,

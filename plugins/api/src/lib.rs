@@ -216,8 +216,9 @@ pub trait AuthPlugin: Send + Sync + Sized + 'static {
     /// [`Error::Denied`], after the same amount of work.
     fn authenticate(&self, user: &str, password: &[u8]) -> Result<UserInfo, Error>;
 
-    /// The user's plaintext shared secret and attributes, for challenge
-    /// mechanisms. Only called when [`AuthPlugin::SUPPORTS_SECRETS`] is true.
+    /// The user's shared secret as a Dovecot-style `{SCHEME}data` string
+    /// (`{PLAIN}password`, `{CRAM-MD5}hex`, `{SCRAM-SHA-256}...`; see the
+    /// plugin guide, "Secrets") and attributes, for challenge mechanisms. Only called when [`AuthPlugin::SUPPORTS_SECRETS`] is true.
     fn secret(&self, user: &str) -> Result<(Vec<u8>, UserInfo), Error> {
         let _ = user;
         Err(Error::PermFail(
