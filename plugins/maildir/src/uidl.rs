@@ -19,7 +19,8 @@
 //!
 //! # dovecot-uidlist
 //! Version 3 (Dovecot 1.0 and later): a header `3 V<uidvalidity>
-//! N<nextuid> G<guid>` (fields in any order), then one line per message,
+//! N<nextuid> G<guid>` (fields in any order; Dovecot appends records
+//! without rewriting it, so `N` may be stale), then one line per message,
 //! `<uid> [<ext>...] :<file name>`, where each extension is a letter and a
 //! value (`W<vsize>`, `S<size>`, `G<guid>`, `P<pop3 uidl>`, ...). Version 1:
 //! a header `1 <uidvalidity> <nextuid>`, then `<uid> <file name>`. A `P`
@@ -481,9 +482,12 @@ fn parse_uidlist(text: &[u8]) -> Result<DovecotUidlist, String> {
         let base = crate::snapshot::base_name(name).to_vec();
         records.insert(base, record);
     }
+    // Dovecot appends records without rewriting the header, so its N can
+    // be behind the UIDs listed below it.
+    let listed_next = records.values().map(|r| r.uid.saturating_add(1)).max();
     Ok(DovecotUidlist {
         uid_validity,
-        next_uid,
+        next_uid: listed_next.map_or(next_uid, |listed| listed.max(next_uid)),
         records,
     })
 }
@@ -636,6 +640,9 @@ mod tests {
         assert_eq!(second.guid.as_deref(), Some("99ff"));
         assert_eq!(second.pop3_uidl.as_deref(), Some("0000beef"));
         assert_eq!(list.records[&b"no-extensions"[..]].uid, 3);
+        // A stale header N (Dovecot appends without rewriting it).
+        let stale = parse_uidlist(b"3 V9 N1 G0\n1 :1.a\n2 :2.b\n").unwrap();
+        assert_eq!(stale.next_uid, 3);
 
         let v1 = b"1 1234 3\n1 1.a:2,S\n2 2.b\n";
         let list = parse_uidlist(v1).unwrap();
