@@ -153,8 +153,7 @@ impl MaildirStore {
     pub fn new(config: MaildirConfig) -> Result<MaildirStore, ConfigError> {
         Ok(MaildirStore {
             root: RootTemplate::parse(&config.root).map_err(ConfigError::Root)?,
-            uidl_format: UidlFormat::parse(&config.uidl_format)
-                .map_err(ConfigError::UidlFormat)?,
+            uidl_format: UidlFormat::parse(&config.uidl_format).map_err(ConfigError::UidlFormat)?,
             move_new_to_cur: config.move_new_to_cur,
             open_maildirs: OpenMaildirs::default(),
         })
@@ -674,11 +673,7 @@ mod tests {
     }
 
     fn store_with(dir: &TestDir, extra: &str) -> MaildirStore {
-        MaildirStore::create(&format!(
-            "(root: \"{}/%u\", {extra})",
-            dir.path().display()
-        ))
-        .unwrap()
+        MaildirStore::create(&format!("(root: \"{}/%u\", {extra})", dir.path().display())).unwrap()
     }
 
     #[test]
@@ -731,6 +726,27 @@ mod tests {
         assert_eq!(uids(&store.open(&user("bob")).unwrap()), ["1.one"]);
         fs::write(bob.join("dovecot-uidlist"), "3 V5 N2\n1 :1.one\n").unwrap();
         assert_eq!(uids(&store.open(&user("bob")).unwrap()), ["1.one"]);
+
+        // While every message is Dovecot's, nothing is pinned: mail Dovecot
+        // numbers while both servers run gets Dovecot's UIDL too.
+        let carol = make_maildir(&dir, "carol");
+        deliver(&carol, "cur", "1.one:2,S", b"1\n");
+        fs::write(carol.join("dovecot-uidlist"), "3 V16 N2\n1 :1.one\n").unwrap();
+        assert_eq!(
+            uids(&store.open(&user("carol")).unwrap()),
+            ["0000000100000010"]
+        );
+        assert!(!carol.join(uidl::CUTOFF_FILE_NAME).exists());
+        deliver(&carol, "new", "2.two", b"2\n");
+        fs::write(
+            carol.join("dovecot-uidlist"),
+            "3 V16 N3\n1 :1.one\n2 :2.two\n",
+        )
+        .unwrap();
+        assert_eq!(
+            uids(&store.open(&user("carol")).unwrap()),
+            ["0000000100000010", "0000000200000010"]
+        );
     }
 
     #[test]
@@ -748,7 +764,11 @@ mod tests {
         let kept = deliver(&maildir, "new", "1.kept", b"1\n");
         let deleted = deliver(&maildir, "new", "2.deleted", b"2\n");
         let seen = deliver(&maildir, "cur", "3.seen:2,S", b"3\n");
-        store_at(&dir).open(&user("alice")).unwrap().commit(&[1]).unwrap();
+        store_at(&dir)
+            .open(&user("alice"))
+            .unwrap()
+            .commit(&[1])
+            .unwrap();
         assert!(kept.exists());
         assert!(!deleted.exists());
 
@@ -774,7 +794,10 @@ mod tests {
         deliver(&maildir, "new", "3.c", b"kept\n");
         let store = store_at(&dir);
         store.open(&user("alice")).unwrap().commit(&[0]).unwrap();
-        assert!(!maildir.join(QUOTA_FILE_NAME).exists(), "must not be created");
+        assert!(
+            !maildir.join(QUOTA_FILE_NAME).exists(),
+            "must not be created"
+        );
 
         fs::write(maildir.join(QUOTA_FILE_NAME), "10000S,100C\n1018 2\n").unwrap();
         store.open(&user("alice")).unwrap().commit(&[0]).unwrap();

@@ -230,6 +230,18 @@ fn size_from_cache_or_file(entry: &Found, cache: &mut SizeCache) -> io::Result<(
     Ok((wire_size, true, metadata.len()))
 }
 
+/// The CRLF the wire adds after a non-empty message whose last byte is not a
+/// LF: 2 octets, or 0. Reads one byte.
+fn unterminated_last_line_extra(file: &mut File, len: u64) -> io::Result<u64> {
+    if len == 0 {
+        return Ok(0);
+    }
+    file.seek(io::SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(if last[0] == b'\n' { 0 } else { 2 })
+}
+
 /// The UIDL each file would get by `uidl_format`, before
 /// [`unique_ids`] makes them valid and distinct. See [`crate::uidl`] for
 /// which messages take their values from `dovecot-uidlist`.
@@ -238,49 +250,15 @@ fn uidl_candidates(
     uidl_format: &UidlFormat,
     files: &[MessageFile],
 ) -> Result<Vec<Vec<u8>>, Error> {
-    if uidl_format.is_base_name() {
+    if uidl_format.is_base_name() || files.is_empty() {
         return Ok(files.iter().map(|file| file.base.clone()).collect());
     }
-    let uidlist = if uidl_format.needs_uidlist() && !files.is_empty() {
+    let uidlist = if uidl_format.needs_uidlist() {
         DovecotUidlist::read(maildir)?
     } else {
         None
     };
-    let cutoff = match &uidlist {
-        None if uidl_format.needs_uidlist() && !files.is_empty() => {
-            // Pin "Dovecot numbered nothing" once mail has been served
-            // with base names, so a dovecot-uidlist appearing later cannot
-            // change those UIDLs.
-            if Cutoff::read(maildir).is_none() {
-                let none = Cutoff {
-                    uid_validity: 0,
-                    next_uid: 0,
-                };
-                none.write(maildir)?;
-            }
-            None
-        }
-        None => None,
-        Some(list) => Some(match Cutoff::read(maildir) {
-            Some(cutoff) => cutoff,
-            None => {
-                let cutoff = Cutoff {
-                    uid_validity: list.uid_validity,
-                    next_uid: list.next_uid,
-                };
-                cutoff.write(maildir)?;
-                log_info!(
-                    "maildir: {}: taking UIDLs of the {} messages Dovecot numbered (UIDVALIDITY {}, \
-                     UIDs below {}) from dovecot-uidlist; later mail gets base names",
-                    maildir.display(),
-                    list.records.len(),
-                    list.uid_validity,
-                    list.next_uid
-                );
-                cutoff
-            }
-        }),
-    };
+    let cutoff = Cutoff::read(maildir);
     if let (Some(list), Some(cutoff)) = (&uidlist, &cutoff) {
         if list.uid_validity != cutoff.uid_validity && cutoff.next_uid > 0 {
             log_warn!(
@@ -292,43 +270,66 @@ fn uidl_candidates(
             );
         }
     }
-    Ok(files
+    // The record Dovecot has for a base name, if pop3d may use it: before
+    // any cutoff, every record; after, only those numbered before it.
+    let record_of = |base: &[u8]| {
+        let list = uidlist.as_ref()?;
+        let record = list.records.get(base)?;
+        match &cutoff {
+            None => Some(record),
+            Some(cutoff) => (list.uid_validity == cutoff.uid_validity
+                && record.uid < cutoff.next_uid)
+                .then_some(record),
+        }
+    };
+    let mut showed_a_fallback = false;
+    let candidates = files
         .iter()
-        .map(|file| {
-            let record = uidlist.as_ref().zip(cutoff.as_ref()).and_then(|(list, cutoff)| {
-                list.records.get(&file.base).filter(|record| {
-                    list.uid_validity == cutoff.uid_validity && record.uid < cutoff.next_uid
-                })
-            });
-            match record {
-                Some(record) => match &record.pop3_uidl {
-                    Some(saved) => saved.as_bytes().to_vec(),
-                    None => uidl_format.expand(&UidlValues {
-                        base: &file.base,
-                        dovecot: uidlist.as_ref().map(|list| (record.uid, list.uid_validity)),
-                        guid: record.guid.as_deref(),
-                    }),
-                },
+        .map(|file| match record_of(&file.base) {
+            Some(record) => match &record.pop3_uidl {
+                Some(saved) => saved.as_bytes().to_vec(),
                 None => uidl_format.expand(&UidlValues {
+                    base: &file.base,
+                    dovecot: uidlist.as_ref().map(|list| (record.uid, list.uid_validity)),
+                    guid: record.guid.as_deref(),
+                }),
+            },
+            None => {
+                showed_a_fallback = true;
+                uidl_format.expand(&UidlValues {
                     base: &file.base,
                     dovecot: None,
                     guid: None,
-                }),
+                })
             }
         })
-        .collect())
-}
-
-/// The CRLF the wire adds after a non-empty message whose last byte is not a
-/// LF: 2 octets, or 0. Reads one byte.
-fn unterminated_last_line_extra(file: &mut File, len: u64) -> io::Result<u64> {
-    if len == 0 {
-        return Ok(0);
+        .collect();
+    if showed_a_fallback && cutoff.is_none() {
+        // A message Dovecot has not numbered is shown with its base name.
+        // Should Dovecot number it later, it must keep that name: from now
+        // on only the UIDs Dovecot has handed out so far count.
+        let pinned = uidlist.as_ref().map_or(
+            Cutoff {
+                uid_validity: 0,
+                next_uid: 0,
+            },
+            |list| Cutoff {
+                uid_validity: list.uid_validity,
+                next_uid: list.next_uid,
+            },
+        );
+        pinned.write(maildir)?;
+        log_info!(
+            "maildir: {}: a message Dovecot has not numbered gets its base name as UIDL; from \
+             now on only Dovecot's UIDs below {} (UIDVALIDITY {}) are used, so no UIDL changes \
+             later ({})",
+            maildir.display(),
+            pinned.next_uid,
+            pinned.uid_validity,
+            crate::uidl::CUTOFF_FILE_NAME
+        );
     }
-    file.seek(io::SeekFrom::Start(len - 1))?;
-    let mut last = [0u8; 1];
-    file.read_exact(&mut last)?;
-    Ok(if last[0] == b'\n' { 0 } else { 2 })
+    Ok(candidates)
 }
 
 /// What the size cache remembers of a file to know it has not changed.

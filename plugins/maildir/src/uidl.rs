@@ -12,10 +12,12 @@
 //! pop3d never writes `dovecot-uidlist` (Dovecot may still be running on
 //! the same maildir). A message Dovecot has not numbered therefore has no
 //! UID, and gets its base name as UIDL instead. So that no message's UIDL
-//! ever changes, pop3d notes in `pop3d-uidl-cutoff` which UIDs Dovecot had
-//! handed out when pop3d first served the maildir: only messages Dovecot
-//! numbered before that get the template's UIDL; mail numbered later (by a
-//! Dovecot still serving IMAP, say) keeps the base name pop3d already showed.
+//! ever changes, the first time pop3d shows such a base name it notes in
+//! `pop3d-uidl-cutoff` which UIDs Dovecot had handed out so far: from then
+//! on only messages Dovecot numbered before that get the template's UIDL,
+//! and mail numbered later (by a Dovecot still serving IMAP, say) keeps the
+//! base name pop3d showed. Until then every record of the list is used, so
+//! mail Dovecot numbers while both servers run keeps Dovecot's UIDL.
 //!
 //! # dovecot-uidlist
 //! Version 3 (Dovecot 1.0 and later): a header `3 V<uidvalidity>
@@ -382,12 +384,7 @@ impl DovecotUidlist {
         let text = match fs::read(&path) {
             Ok(text) => text,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => {
-                return Err(io_failure(
-                    &format!("cannot read {}", path.display()),
-                    &err,
-                ))
-            }
+            Err(err) => return Err(io_failure(&format!("cannot read {}", path.display()), &err)),
         };
         match parse_uidlist(&text) {
             Ok(list) => Ok(Some(list)),
@@ -429,7 +426,11 @@ fn parse_uidlist(text: &[u8]) -> Result<DovecotUidlist, String> {
             }
             match (validity, next) {
                 (Some(v), Some(n)) => (v, n),
-                _ => return Err(format!("header {header:?} lacks V<uidvalidity> or N<nextuid>")),
+                _ => {
+                    return Err(format!(
+                        "header {header:?} lacks V<uidvalidity> or N<nextuid>"
+                    ))
+                }
             }
         }
         other => {
@@ -468,9 +469,7 @@ fn parse_uidlist(text: &[u8]) -> Result<DovecotUidlist, String> {
             let extensions = std::str::from_utf8(&rest[..colon]).unwrap_or_default();
             for extension in extensions.split(' ') {
                 match extension.split_at_checked(1) {
-                    Some(("G", value)) if !value.is_empty() => {
-                        record.guid = Some(value.to_owned())
-                    }
+                    Some(("G", value)) if !value.is_empty() => record.guid = Some(value.to_owned()),
                     Some(("P", value)) if !value.is_empty() => {
                         record.pop3_uidl = Some(value.to_owned())
                     }
@@ -504,7 +503,8 @@ fn find_name_start(rest: &[u8]) -> Option<usize> {
 }
 
 /// The Dovecot UIDs pop3d may use: those Dovecot had handed out, under
-/// this UIDVALIDITY, when pop3d first served the maildir.
+/// this UIDVALIDITY, when pop3d first showed a base name for a message
+/// Dovecot had not numbered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cutoff {
     /// The UIDVALIDITY the UIDs belong to.
@@ -622,7 +622,10 @@ mod tests {
             Err(UidlFormatError::NotPerMessage(_))
         ));
         let message = UidlFormat::parse("%m").unwrap_err().to_string();
-        assert!(message.contains("%m (header MD5) is not supported"), "{message}");
+        assert!(
+            message.contains("%m (header MD5) is not supported"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -634,7 +637,10 @@ mod tests {
         let list = parse_uidlist(v3).unwrap();
         assert_eq!((list.uid_validity, list.next_uid), (1_700_000_000, 4));
         assert_eq!(list.records.len(), 3);
-        assert_eq!(list.records[&b"1700000001.M1P1.host,S=118,W=120"[..]].uid, 1);
+        assert_eq!(
+            list.records[&b"1700000001.M1P1.host,S=118,W=120"[..]].uid,
+            1
+        );
         let second = &list.records[&b"1700000002.M2P1.host"[..]];
         assert_eq!(second.uid, 2);
         assert_eq!(second.guid.as_deref(), Some("99ff"));
