@@ -122,7 +122,10 @@ fn mboxo_body(raw: &[u8]) -> Vec<u8> {
 /// The `From ` line of the fixture's `i`th message (0-based): the date is
 /// the message's delivery time, so every line differs.
 fn mbox_from_line(i: usize) -> String {
-    format!("From fixture@example.org {}", asctime(1_700_000_000 + i as u64))
+    format!(
+        "From fixture@example.org {}",
+        asctime(1_700_000_000 + i as u64)
+    )
 }
 
 /// `seconds` since the epoch in the asctime form of `From ` lines
@@ -384,7 +387,9 @@ impl TestServer {
             .join(", ");
         let (auth, store) = backend_plugins();
         let store_config = match store_kind() {
-            StoreKind::Maildir => format!("(root: \"{}\")", self.dir.join("mail/%u/Maildir").display()),
+            StoreKind::Maildir => {
+                format!("(root: \"{}\")", self.dir.join("mail/%u/Maildir").display())
+            }
             StoreKind::Mbox => format!("(path: \"{}\")", self.dir.join("mail/%u").display()),
         };
         format!(
@@ -503,9 +508,27 @@ impl TestServer {
         maildir_of(&self.dir, user)
     }
 
+    /// Creates an empty maildrop for `user` (a maildir with `cur`, `new`
+    /// and `tmp`, or an empty mbox file), as an operator adding a user
+    /// would.
+    pub fn create_empty_maildrop(&self, user: &str) {
+        match store_kind() {
+            StoreKind::Maildir => {
+                for sub in ["cur", "new", "tmp"] {
+                    fs::create_dir_all(maildir_of(&self.dir, user).join(sub)).unwrap();
+                }
+            }
+            StoreKind::Mbox => fs::write(self.dir.join("mail").join(user), b"").unwrap(),
+        }
+    }
+
     /// `user`'s mbox file (mbox only).
     pub fn mbox(&self, user: &str) -> PathBuf {
-        assert_eq!(store_kind(), StoreKind::Mbox, "TestServer::mbox is for mbox runs");
+        assert_eq!(
+            store_kind(),
+            StoreKind::Mbox,
+            "TestServer::mbox is for mbox runs"
+        );
         self.dir.join("mail").join(user)
     }
 
