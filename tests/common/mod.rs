@@ -186,6 +186,15 @@ pub struct Fixture {
     limits: Vec<(String, String)>,
     /// `RUST_LOG` of the server.
     log_filter: String,
+    /// Home directories for the passwd file's home field, by user;
+    /// `{dir}` stands for the server's directory.
+    homes: Vec<(String, String)>,
+    /// Another maildir `root` (maildir only); `{dir}` stands for the
+    /// server's directory. The fixture's messages are still written to
+    /// `<dir>/mail/<user>/Maildir`.
+    store_root: Option<String>,
+    /// More `key: value` entries for the store's config section.
+    store_options: Vec<String>,
 }
 
 impl Default for Fixture {
@@ -210,7 +219,31 @@ impl Fixture {
                 ("max_pipelined_lines".into(), "128".into()),
             ],
             log_filter: std::env::var("POP3D_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            homes: Vec::new(),
+            store_root: None,
+            store_options: Vec::new(),
         }
+    }
+
+    /// Gives `user` a home directory in the passwd file (`{dir}` is
+    /// replaced by the server's directory).
+    pub fn home(mut self, user: &str, home: &str) -> Self {
+        self.homes.push((user.into(), home.into()));
+        self
+    }
+
+    /// Sets the maildir store's `root` template (`{dir}` is replaced by
+    /// the server's directory). Maildir only.
+    pub fn store_root(mut self, root: &str) -> Self {
+        self.store_root = Some(root.into());
+        self
+    }
+
+    /// Adds `key: value` to the store's config section, e.g.
+    /// `uidl_format: "%08Xu%08Xv"`.
+    pub fn store_option(mut self, option: &str) -> Self {
+        self.store_options.push(option.into());
+        self
     }
 
     /// Adds a user with a `{PLAIN}` password and an empty maildir.
@@ -297,7 +330,13 @@ impl TestServer {
         fs::create_dir_all(&dir).unwrap();
         let mut passwd = String::new();
         for (name, password) in &fixture.users {
-            passwd.push_str(&format!("{name}:{{PLAIN}}{password}::::::\n"));
+            let home = fixture
+                .homes
+                .iter()
+                .find(|(user, _)| user == name)
+                .map(|(_, home)| home.replace("{dir}", &dir.display().to_string()))
+                .unwrap_or_default();
+            passwd.push_str(&format!("{name}:{{PLAIN}}{password}::::{home}::\n"));
         }
         fs::write(dir.join("passwd"), passwd).unwrap();
         let (paths, from_lines) = match store_kind() {
@@ -386,12 +425,19 @@ impl TestServer {
             .collect::<Vec<_>>()
             .join(", ");
         let (auth, store) = backend_plugins();
-        let store_config = match store_kind() {
-            StoreKind::Maildir => {
-                format!("(root: \"{}\")", self.dir.join("mail/%u/Maildir").display())
-            }
-            StoreKind::Mbox => format!("(path: \"{}\")", self.dir.join("mail/%u").display()),
+        let dir = self.dir.display().to_string();
+        let mut store_config = match store_kind() {
+            StoreKind::Maildir => match &self.fixture.store_root {
+                Some(root) => format!("(root: {:?}", root.replace("{dir}", &dir)),
+                None => format!("(root: \"{dir}/mail/%u/Maildir\""),
+            },
+            StoreKind::Mbox => format!("(path: \"{dir}/mail/%u\""),
         };
+        for option in &self.fixture.store_options {
+            store_config.push_str(", ");
+            store_config.push_str(option);
+        }
+        store_config.push(')');
         format!(
             "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n    limits: ({limits}),\n    auth: (plugin: {auth:?}, config: (path: \"{passwd}\")),\n    store: (plugin: {store:?}, config: {store_config}),\n)\n",
             port = self.port,
@@ -652,6 +698,28 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends SIGKILL straight from this process (no `kill` program started
+    /// first, so the moment is precise to well under a millisecond) and
+    /// waits for the process to end.
+    pub fn kill_now(&mut self) {
+        let mut child = self.child.take().expect("server is not running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// The config file the server runs with (for `pop3d uidl` and other
+    /// commands that take one).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.ron", self.instance))
+    }
+
+    /// Starts the server again after [`TestServer::stop_with`], on the
+    /// same directory (a new port).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn();
     }
 
     /// Stops the server with SIGTERM (asserting a clean exit) and starts it
