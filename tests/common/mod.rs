@@ -791,11 +791,14 @@ fn write_maildirs(dir: &Path, fixture: &Fixture) -> Vec<(String, PathBuf)> {
     paths
 }
 
+/// A user and the path of one of their messages (or their mbox).
+type UserPath = (String, PathBuf);
+
 /// Writes each user's mbox (`<dir>/mail/<user>`, empty without messages),
 /// mboxo: a `From ` line, the message quoted by [`served_form`]'s rule,
 /// an empty line. Returns each message's mbox path and `From ` line per
 /// user.
-fn write_mboxes(dir: &Path, fixture: &Fixture) -> (Vec<(String, PathBuf)>, Vec<(String, String)>) {
+fn write_mboxes(dir: &Path, fixture: &Fixture) -> (Vec<UserPath>, Vec<(String, String)>) {
     let mail = dir.join("mail");
     fs::create_dir_all(&mail).unwrap();
     let mut contents: Vec<(String, Vec<u8>)> = fixture
