@@ -56,6 +56,15 @@ Usage:
                              check a password against HASH (-s: HASH's scheme if it has
                              no {SCHEME} prefix); prints HASH (verified) and exits 0,
                              or exits 1
+  pop3d uidl USER --config FILE [--home DIR]
+                             print USER's UIDL list as a client would see it (`<n> <uidl>`
+                             lines), to compare with the old server before switching.
+                             Opens the maildrop like a login (IN-USE while a session holds
+                             it) and releases it without deleting anything. USER's home
+                             (`~` in the store path) comes from the auth backend when it
+                             can look users up without a password (passwd-file users with
+                             a plaintext password); otherwise give it with --home, or
+                             only the name is known.
   pop3d --help               show this help
   pop3d --version            show the version
 
@@ -82,6 +91,16 @@ enum Command {
     DumpConfig(PathBuf, DumpMode),
     /// Make or check a password hash.
     Pw(pop3d::pw::PwOptions),
+    /// Print a user's UIDL list with the configuration at this path.
+    Uidl {
+        /// The user, as a client would log in.
+        user: String,
+        /// The configuration file.
+        config: PathBuf,
+        /// `--home`: the user's home, for when the auth backend cannot
+        /// tell it without a password.
+        home: Option<String>,
+    },
     /// Print usage.
     Help,
     /// Print the version.
@@ -144,6 +163,19 @@ fn main() -> ExitCode {
         Command::DumpConfig(path, mode) => {
             init_logging(&log, LogTarget::Stderr, true);
             match dump_config(&path, mode) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(report) => {
+                    eprintln!("{report}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Uidl { user, config, home } => {
+            init_logging(&log, LogTarget::Stderr, true);
+            match print_uidls(&user, &config, home) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -321,12 +353,55 @@ fn parse_command(args: &[OsString]) -> Result<Command, UsageError> {
             None => Err(UsageError("dump-config needs a FILE to print".to_string())),
         };
     }
+    if is(first, &["uidl"]) {
+        return parse_uidl(&args[1..]);
+    }
     match config_option(args)? {
         Some(path) => Ok(Command::Run(path)),
         None => Err(UsageError(format!(
             "unknown argument `{}`",
             first.to_string_lossy()
         ))),
+    }
+}
+
+/// Reads the arguments of `uidl`: USER, `--config FILE` and maybe
+/// `--home DIR`, in any order.
+fn parse_uidl(args: &[OsString]) -> Result<Command, UsageError> {
+    let mut user = None;
+    let mut home = None;
+    let mut rest = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "--home" {
+            let Some(dir) = args.next() else {
+                return Err(UsageError("--home needs a DIR".to_string()));
+            };
+            home = Some(dir.to_string_lossy().into_owned());
+        } else if let Some(dir) = text.strip_prefix("--home=") {
+            home = Some(dir.to_owned());
+        } else if text == "--config" || text == "-c" {
+            rest.push(arg.clone());
+            if let Some(file) = args.next() {
+                rest.push(file.clone());
+            }
+        } else if user.is_none() && !is_option(arg) {
+            user = Some(text.into_owned());
+        } else {
+            rest.push(arg.clone());
+        }
+    }
+    let Some(user) = user else {
+        return Err(UsageError(
+            "uidl needs a USER (pop3d uidl USER --config FILE)".to_string(),
+        ));
+    };
+    match config_option(&rest)? {
+        Some(config) => Ok(Command::Uidl { user, config, home }),
+        None => Err(UsageError(
+            "uidl needs --config FILE (pop3d uidl USER --config FILE)".to_string(),
+        )),
     }
 }
 
@@ -421,6 +496,65 @@ fn dump_config(path: &Path, mode: DumpMode) -> Result<String, String> {
         env!("CARGO_PKG_VERSION"),
         path.display()
     ))
+}
+
+/// `pop3d uidl USER --config FILE`: USER's UIDL list as `<n> <uidl>` lines,
+/// the way UIDL without an argument lists it, or why it cannot be had.
+/// Notes on where USER's attributes came from go to the log (stderr).
+fn print_uidls(user: &str, path: &Path, home: Option<String>) -> Result<String, String> {
+    use pop3d::backend::{registry, UserInfo};
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(err @ ConfigError::Read { .. }) => return Err(format!("pop3d: {err}")),
+        Err(err) => return Err(err.to_string()),
+    };
+    let auth = registry::build_auth(&config.auth).map_err(|e| format!("pop3d: {e}"))?;
+    let store = registry::build_store(&config.store).map_err(|e| format!("pop3d: {e}"))?;
+    let name_only = || UserInfo {
+        name: user.to_owned(),
+        ..UserInfo::default()
+    };
+    // The secret lookup is the one way the auth interface gives a user's
+    // attributes without a password; the secret itself is dropped unused.
+    let mut info =
+        match auth.secret(user) {
+            Some(Ok((_secret, info))) => info,
+            Some(Err(pop3d::backend::BackendError::Denied)) => {
+                log::warn!(
+                "the auth backend has no attributes of {user} without a password (unknown user, \
+                 or a password stored as a hash); using the name alone{}",
+                if home.is_some() { " and --home" } else { "" }
+            );
+                name_only()
+            }
+            Some(Err(err)) => return Err(format!("pop3d: looking up {user}: {err}")),
+            None => {
+                log::info!(
+                "the auth backend cannot look users up without a password; using the name {user}\
+                 {}",
+                if home.is_some() { " and --home" } else { " alone" }
+            );
+                name_only()
+            }
+        };
+    if let Some(home) = home {
+        info.home = Some(home);
+    }
+    let maildrop = store.open(&info).map_err(|err| {
+        let hint = if info.home.is_none() {
+            " (if the store's path starts with ~, give the home with --home DIR)"
+        } else {
+            ""
+        };
+        format!("pop3d: cannot open the maildrop of {user}: {err}{hint}")
+    })?;
+    let mut text = String::new();
+    for (index, message) in maildrop.messages().iter().enumerate() {
+        text.push_str(&format!("{} {}\n", index + 1, message.uid));
+    }
+    // Dropping releases the maildrop without deleting anything.
+    drop(maildrop);
+    Ok(text)
 }
 
 /// check-config asks each backend whether it accepts its configuration
@@ -660,6 +794,22 @@ mod tests {
                     test: Some("{SCRAM-SHA-1}4096,c2FsdA==,a2V5,a2V5".into()),
                 })),
             ),
+            (
+                &["uidl", "alice", "--config", "a.ron"],
+                Ok(Command::Uidl {
+                    user: "alice".into(),
+                    config: "a.ron".into(),
+                    home: None,
+                }),
+            ),
+            (
+                &["uidl", "-c", "a.ron", "--home=/home/b", "bob@example.org"],
+                Ok(Command::Uidl {
+                    user: "bob@example.org".into(),
+                    config: "a.ron".into(),
+                    home: Some("/home/b".into()),
+                }),
+            ),
         ];
         for (args, expected) in table {
             assert_eq!(&parse(args), expected, "{args:?}");
@@ -713,6 +863,18 @@ mod tests {
             ),
             (&["--syslog-socket"], "--syslog-socket needs a PATH"),
             (&["pw", "-s", "DES"], "pw: unknown scheme `DES` (known: SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, ARGON2ID, ARGON2I, CRYPT, SSHA512, SSHA256, SSHA, CRAM-MD5, SCRAM-SHA-256, SCRAM-SHA-1, PLAIN, PLAIN.BASE64)"),
+            (
+                &["uidl", "--config", "a.ron"],
+                "uidl needs a USER (pop3d uidl USER --config FILE)",
+            ),
+            (
+                &["uidl", "alice"],
+                "uidl needs --config FILE (pop3d uidl USER --config FILE)",
+            ),
+            (
+                &["uidl", "alice", "-c", "a.ron", "--home"],
+                "--home needs a DIR",
+            ),
         ];
         for (args, why) in table {
             assert_eq!(parse(args), Err(UsageError(why.to_string())), "{args:?}");

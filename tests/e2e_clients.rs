@@ -22,7 +22,7 @@ fn client_messages() -> Vec<Vec<u8>> {
     eight_bit.extend(0x80u8..=0xff);
     eight_bit.extend_from_slice(b"\n");
     vec![
-        b"From: a@example.org\nSubject: one\n\nHello\nsecond line\n".to_vec(),
+        b"From: a@example.org\nSubject: one\n\nHello\nFrom the start of a line, mbox quotes this.\nsecond line\n".to_vec(),
         b"From: b@example.org\r\nSubject: two\r\n\r\nline 1\r\nline 2\r\nline 3\r\nline 4\r\n"
             .to_vec(),
         b"Subject: dots\n\n.hidden\n..two\n.\n...\nend".to_vec(),
@@ -45,7 +45,8 @@ fn start() -> (TestServer, PathBuf) {
     let expected = server.dir().join("expected");
     std::fs::create_dir_all(&expected).unwrap();
     for (i, m) in client_messages().iter().enumerate() {
-        std::fs::write(expected.join((i + 1).to_string()), m).unwrap();
+        // What the store gives back (mbox: `From ` lines quoted).
+        std::fs::write(expected.join((i + 1).to_string()), served_form(m)).unwrap();
     }
     (server, expected)
 }

@@ -11,8 +11,8 @@
 
 pub mod command;
 pub mod encoder;
-pub mod sasl;
 pub mod guard;
+pub mod sasl;
 pub mod session;
 
 pub use session::{Directive, Session, SessionEnv};

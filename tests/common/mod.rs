@@ -19,6 +19,15 @@
 //! `libpop3d_maildir.so`, built once per test binary), so the whole suite
 //! can run against plugins loaded by path; see [`backend_plugins`].
 //!
+//! Stores: with `POP3D_TEST_STORE=mbox` the same fixtures are written as
+//! one mbox file per user (`<dir>/mail/<user>`, mboxo) and served by the
+//! `mbox` store instead of maildirs; see [`StoreKind`]. Byte comparisons
+//! go through [`wire_form`], which knows what each store gives back.
+//! Helpers that name maildir files ([`TestServer::maildir`],
+//! [`TestServer::message_path`], [`TestServer::current_message_path`])
+//! exist only for maildir: tests that need them start with
+//! [`skip_unless_maildir`].
+//!
 //! Message numbering: the fixture gives each message a file name whose
 //! timestamp and modification time increase in the order messages were
 //! added, so a store that numbers by delivery time (name or mtime) numbers
@@ -48,6 +57,106 @@ pub const AUTH_FAILURE_DELAY_MS: u64 = 200;
 
 /// Distinguishes temporary directories of servers started by one process.
 static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+/// Which store the servers of this test run use (`POP3D_TEST_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// One maildir per user (`<dir>/mail/<user>/Maildir`); the default.
+    Maildir,
+    /// One mbox file per user (`<dir>/mail/<user>`), written as mboxo:
+    /// `From ` separator lines, a body line starting `From ` quoted as
+    /// `>From `, an empty line after every message.
+    Mbox,
+}
+
+/// The store of this test run: `POP3D_TEST_STORE` unset, empty or
+/// `maildir` is [`StoreKind::Maildir`], `mbox` is [`StoreKind::Mbox`].
+pub fn store_kind() -> StoreKind {
+    match std::env::var("POP3D_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("maildir") => StoreKind::Maildir,
+        Ok("mbox") => StoreKind::Mbox,
+        Ok(other) => panic!("POP3D_TEST_STORE={other:?}: use \"maildir\" or \"mbox\""),
+    }
+}
+
+/// True (after saying so on stderr) when the store is not maildir: a test
+/// about maildir files, folders or names calls this first and returns.
+pub fn skip_unless_maildir(why: &str) -> bool {
+    if store_kind() == StoreKind::Maildir {
+        return false;
+    }
+    eprintln!("skipped under POP3D_TEST_STORE=mbox: {why}");
+    true
+}
+
+/// What the store gives back for a stored message, before the wire
+/// conversion. Maildir: the bytes as they are. mbox (mboxo): every line
+/// starting `From ` was written as `>From ` and comes back so (mboxo
+/// quoting cannot be undone: a `>From ` line in the original also comes
+/// back as written), and a message not ending in LF was written with one
+/// added (an mbox line cannot be left open), so it comes back with it.
+pub fn served_form(raw: &[u8]) -> Vec<u8> {
+    match store_kind() {
+        StoreKind::Maildir => raw.to_vec(),
+        StoreKind::Mbox => mboxo_body(raw),
+    }
+}
+
+/// `raw` as the fixture writes it into an mbox after its `From ` line:
+/// `From ` at a line start quoted as `>From `, and ending in LF unless
+/// empty.
+fn mboxo_body(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + 16);
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+    }
+    if !out.is_empty() && !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The `From ` line of the fixture's `i`th message (0-based): the date is
+/// the message's delivery time, so every line differs.
+fn mbox_from_line(i: usize) -> String {
+    format!(
+        "From fixture@example.org {}",
+        asctime(1_700_000_000 + i as u64)
+    )
+}
+
+/// `seconds` since the epoch in the asctime form of `From ` lines
+/// (`Tue Nov 14 22:13:20 2023`), UTC.
+fn asctime(seconds: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = seconds / 86_400;
+    let of_day = seconds % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {year}",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        day,
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
 
 /// Where a message file lies in its maildir.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +189,15 @@ pub struct Fixture {
     /// Top-level config lines (`key: value`) besides listen, limits and the
     /// backends.
     top_level: Vec<(String, String)>,
+    /// Home directories for the passwd file's home field, by user;
+    /// `{dir}` stands for the server's directory.
+    homes: Vec<(String, String)>,
+    /// Another maildir `root` (maildir only); `{dir}` stands for the
+    /// server's directory. The fixture's messages are still written to
+    /// `<dir>/mail/<user>/Maildir`.
+    store_root: Option<String>,
+    /// More `key: value` entries for the store's config section.
+    store_options: Vec<String>,
 }
 
 impl Default for Fixture {
@@ -105,7 +223,31 @@ impl Fixture {
             ],
             log_filter: std::env::var("POP3D_TEST_LOG").unwrap_or_else(|_| "info".into()),
             top_level: Vec::new(),
+            homes: Vec::new(),
+            store_root: None,
+            store_options: Vec::new(),
         }
+    }
+
+    /// Gives `user` a home directory in the passwd file (`{dir}` is
+    /// replaced by the server's directory).
+    pub fn home(mut self, user: &str, home: &str) -> Self {
+        self.homes.push((user.into(), home.into()));
+        self
+    }
+
+    /// Sets the maildir store's `root` template (`{dir}` is replaced by
+    /// the server's directory). Maildir only.
+    pub fn store_root(mut self, root: &str) -> Self {
+        self.store_root = Some(root.into());
+        self
+    }
+
+    /// Adds `key: value` to the store's config section, e.g.
+    /// `uidl_format: "%08Xu%08Xv"`.
+    pub fn store_option(mut self, option: &str) -> Self {
+        self.store_options.push(option.into());
+        self
     }
 
     /// Adds a user with a `{PLAIN}` password and an empty maildir.
@@ -172,8 +314,12 @@ pub struct TestServer {
     dir: PathBuf,
     /// What was written, for tests that compare against it.
     fixture: Fixture,
-    /// Current path of each message file per user, in delivery order.
+    /// Current path of each message file per user, in delivery order
+    /// (maildir); for mbox, the path of the user's mbox for each message.
     paths: Vec<(String, PathBuf)>,
+    /// The `From ` line of each message per user, in delivery order
+    /// (mbox only): what identifies a message in the file.
+    from_lines: Vec<(String, String)>,
     /// Names this process's config and log files, so a second server on
     /// the same directory keeps its own.
     instance: String,
@@ -196,29 +342,19 @@ impl TestServer {
         fs::create_dir_all(&dir).unwrap();
         let mut passwd = String::new();
         for (name, password) in &fixture.users {
-            passwd.push_str(&format!("{name}:{{PLAIN}}{password}::::::\n"));
-            for sub in ["cur", "new", "tmp"] {
-                fs::create_dir_all(maildir_of(&dir, name).join(sub)).unwrap();
-            }
+            let home = fixture
+                .homes
+                .iter()
+                .find(|(user, _)| user == name)
+                .map(|(_, home)| home.replace("{dir}", &dir.display().to_string()))
+                .unwrap_or_default();
+            passwd.push_str(&format!("{name}:{{PLAIN}}{password}::::{home}::\n"));
         }
         fs::write(dir.join("passwd"), passwd).unwrap();
-
-        let mut paths = Vec::new();
-        for (i, message) in fixture.messages.iter().enumerate() {
-            let seconds = 1_700_000_000 + i as u64;
-            let base = format!("{seconds}.M{i}P4242.e2e-host");
-            let path = match message.folder {
-                Folder::New => maildir_of(&dir, &message.user).join("new").join(base),
-                Folder::Cur(flags) => maildir_of(&dir, &message.user)
-                    .join("cur")
-                    .join(format!("{base}:2,{flags}")),
-            };
-            fs::write(&path, &message.bytes).unwrap();
-            let file = fs::File::options().write(true).open(&path).unwrap();
-            file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
-                .unwrap();
-            paths.push((message.user.clone(), path));
-        }
+        let (paths, from_lines) = match store_kind() {
+            StoreKind::Maildir => (write_maildirs(&dir, &fixture), Vec::new()),
+            StoreKind::Mbox => write_mboxes(&dir, &fixture),
+        };
 
         let mut server = TestServer {
             child: None,
@@ -226,6 +362,7 @@ impl TestServer {
             dir,
             fixture,
             paths,
+            from_lines,
             instance: "server".into(),
             owns_dir: true,
         };
@@ -243,6 +380,7 @@ impl TestServer {
             dir: self.dir.clone(),
             fixture: self.fixture.clone(),
             paths: self.paths.clone(),
+            from_lines: self.from_lines.clone(),
             instance: "second".into(),
             owns_dir: false,
         };
@@ -311,11 +449,23 @@ impl TestServer {
             .iter()
             .map(|(k, v)| format!("    {k}: {v},\n"))
             .collect();
+        let dir = self.dir.display().to_string();
+        let mut store_config = match store_kind() {
+            StoreKind::Maildir => match &self.fixture.store_root {
+                Some(root) => format!("(root: {:?}", root.replace("{dir}", &dir)),
+                None => format!("(root: \"{dir}/mail/%u/Maildir\""),
+            },
+            StoreKind::Mbox => format!("(path: \"{dir}/mail/%u\""),
+        };
+        for option in &self.fixture.store_options {
+            store_config.push_str(", ");
+            store_config.push_str(option);
+        }
+        store_config.push(')');
         format!(
-            "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n{top_level}    limits: ({limits}),\n    auth: (plugin: {auth:?}, config: (path: \"{passwd}\")),\n    store: (plugin: {store:?}, config: (root: \"{root}\")),\n)\n",
+            "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n{top_level}    limits: ({limits}),\n    auth: (plugin: {auth:?}, config: (path: \"{passwd}\")),\n    store: (plugin: {store:?}, config: {store_config}),\n)\n",
             port = self.port,
             passwd = self.dir.join("passwd").display(),
-            root = self.dir.join("mail/%u/Maildir").display(),
         )
     }
 
@@ -422,8 +572,34 @@ impl TestServer {
     }
 
     /// `user`'s maildir (the directory holding `cur`, `new`, `tmp`).
+    /// Maildir only: see [`skip_unless_maildir`].
     pub fn maildir(&self, user: &str) -> PathBuf {
+        assert_maildir("TestServer::maildir");
         maildir_of(&self.dir, user)
+    }
+
+    /// Creates an empty maildrop for `user` (a maildir with `cur`, `new`
+    /// and `tmp`, or an empty mbox file), as an operator adding a user
+    /// would.
+    pub fn create_empty_maildrop(&self, user: &str) {
+        match store_kind() {
+            StoreKind::Maildir => {
+                for sub in ["cur", "new", "tmp"] {
+                    fs::create_dir_all(maildir_of(&self.dir, user).join(sub)).unwrap();
+                }
+            }
+            StoreKind::Mbox => fs::write(self.dir.join("mail").join(user), b"").unwrap(),
+        }
+    }
+
+    /// `user`'s mbox file (mbox only).
+    pub fn mbox(&self, user: &str) -> PathBuf {
+        assert_eq!(
+            store_kind(),
+            StoreKind::Mbox,
+            "TestServer::mbox is for mbox runs"
+        );
+        self.dir.join("mail").join(user)
     }
 
     /// The fixture the server was started with.
@@ -435,6 +611,7 @@ impl TestServer {
     /// wrote it (see [`TestServer::current_message_path`] for where it is
     /// now).
     pub fn message_path(&self, user: &str, n: usize) -> PathBuf {
+        assert_maildir("TestServer::message_path");
         self.paths
             .iter()
             .filter(|(u, _)| u == user)
@@ -443,16 +620,21 @@ impl TestServer {
             .unwrap_or_else(|| panic!("fixture has no message {n} for {user}"))
     }
 
-    /// The unique names (file name up to the `:2,` info) of all messages in
-    /// `user`'s `new/` and `cur/`, sorted. A store may move a message from
-    /// `new/` to `cur/` or change its flags (the maildir convention); that is
-    /// not a change a user sees, so it does not show here.
+    /// What identifies each message of `user` on disk, sorted: for
+    /// maildir the unique names (file name up to the `:2,` info) in `new/`
+    /// and `cur/` (a store may move a message from `new/` to `cur/` or
+    /// change its flags, the maildir convention; that is not a change a
+    /// user sees, so it does not show here); for mbox the `From ` lines of
+    /// the user's mbox file.
     pub fn files_on_disk(&self, user: &str) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .message_files(user)
-            .iter()
-            .map(|p| unique_name(p))
-            .collect();
+        let mut names: Vec<String> = match store_kind() {
+            StoreKind::Maildir => self
+                .message_files(user)
+                .iter()
+                .map(|p| unique_name(p))
+                .collect(),
+            StoreKind::Mbox => mbox_from_lines(&self.dir.join("mail").join(user)),
+        };
         names.sort();
         names
     }
@@ -471,6 +653,7 @@ impl TestServer {
     /// Where `user`'s message `n` (fixture numbering) is now, wherever the
     /// store may have moved it; `None` if it was deleted.
     pub fn current_message_path(&self, user: &str, n: usize) -> Option<PathBuf> {
+        assert_maildir("TestServer::current_message_path");
         let wanted = unique_name(&self.message_path(user, n));
         self.message_files(user)
             .into_iter()
@@ -479,7 +662,19 @@ impl TestServer {
 
     /// Whether `user`'s message `n` (fixture numbering) is still on disk.
     pub fn message_exists(&self, user: &str, n: usize) -> bool {
-        self.current_message_path(user, n).is_some()
+        match store_kind() {
+            StoreKind::Maildir => self.current_message_path(user, n).is_some(),
+            StoreKind::Mbox => {
+                let wanted = self
+                    .from_lines
+                    .iter()
+                    .filter(|(u, _)| u == user)
+                    .nth(n - 1)
+                    .map(|(_, line)| line.clone())
+                    .unwrap_or_else(|| panic!("fixture has no message {n} for {user}"));
+                mbox_from_lines(&self.dir.join("mail").join(user)).contains(&wanted)
+            }
+        }
     }
 
     /// Resident memory of the server process in KiB.
@@ -536,6 +731,28 @@ impl TestServer {
         }
     }
 
+    /// Sends SIGKILL straight from this process (no `kill` program started
+    /// first, so the moment is precise to well under a millisecond) and
+    /// waits for the process to end.
+    pub fn kill_now(&mut self) {
+        let mut child = self.child.take().expect("server is not running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// The config file the server runs with (for `pop3d uidl` and other
+    /// commands that take one).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.ron", self.instance))
+    }
+
+    /// Starts the server again after [`TestServer::stop_with`], on the
+    /// same directory (a new port).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn();
+    }
+
     /// Stops the server with SIGTERM (asserting a clean exit) and starts it
     /// again on the same directory.
     pub fn restart(&mut self) {
@@ -565,6 +782,95 @@ impl Drop for TestServer {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Fails a test that uses a maildir-only helper under another store.
+#[track_caller]
+fn assert_maildir(helper: &str) {
+    assert_eq!(
+        store_kind(),
+        StoreKind::Maildir,
+        "{helper} is about maildir files; start the test with skip_unless_maildir"
+    );
+}
+
+/// Writes each user's maildir (`cur`, `new`, `tmp`) and the fixture's
+/// messages into them, with names and mtimes that increase in fixture
+/// order; returns each message's path per user.
+fn write_maildirs(dir: &Path, fixture: &Fixture) -> Vec<(String, PathBuf)> {
+    for (name, _) in &fixture.users {
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(maildir_of(dir, name).join(sub)).unwrap();
+        }
+    }
+    let mut paths = Vec::new();
+    for (i, message) in fixture.messages.iter().enumerate() {
+        let seconds = 1_700_000_000 + i as u64;
+        let base = format!("{seconds}.M{i}P4242.e2e-host");
+        let path = match message.folder {
+            Folder::New => maildir_of(dir, &message.user).join("new").join(base),
+            Folder::Cur(flags) => maildir_of(dir, &message.user)
+                .join("cur")
+                .join(format!("{base}:2,{flags}")),
+        };
+        fs::write(&path, &message.bytes).unwrap();
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+            .unwrap();
+        paths.push((message.user.clone(), path));
+    }
+    paths
+}
+
+/// A user and the path of one of their messages (or their mbox).
+type UserPath = (String, PathBuf);
+
+/// Writes each user's mbox (`<dir>/mail/<user>`, empty without messages),
+/// mboxo: a `From ` line, the message quoted by [`served_form`]'s rule,
+/// an empty line. Returns each message's mbox path and `From ` line per
+/// user.
+fn write_mboxes(dir: &Path, fixture: &Fixture) -> (Vec<UserPath>, Vec<(String, String)>) {
+    let mail = dir.join("mail");
+    fs::create_dir_all(&mail).unwrap();
+    let mut contents: Vec<(String, Vec<u8>)> = fixture
+        .users
+        .iter()
+        .map(|(name, _)| (name.clone(), Vec::new()))
+        .collect();
+    let mut paths = Vec::new();
+    let mut from_lines = Vec::new();
+    for (i, message) in fixture.messages.iter().enumerate() {
+        let from_line = mbox_from_line(i);
+        let content = match contents.iter_mut().find(|(name, _)| *name == message.user) {
+            Some((_, content)) => content,
+            None => {
+                contents.push((message.user.clone(), Vec::new()));
+                &mut contents.last_mut().unwrap().1
+            }
+        };
+        content.extend_from_slice(from_line.as_bytes());
+        content.push(b'\n');
+        content.extend_from_slice(&mboxo_body(&message.bytes));
+        content.push(b'\n');
+        paths.push((message.user.clone(), mail.join(&message.user)));
+        from_lines.push((message.user.clone(), from_line));
+    }
+    for (name, content) in contents {
+        fs::write(mail.join(name), content).unwrap();
+    }
+    (paths, from_lines)
+}
+
+/// The `From ` separator lines of an mbox file, in file order (every line
+/// starting `From ` is one: the fixture quotes them in bodies, and the
+/// store copies kept messages verbatim).
+fn mbox_from_lines(path: &Path) -> Vec<String> {
+    let bytes = fs::read(path).unwrap_or_default();
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|line| line.starts_with(b"From "))
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .collect()
 }
 
 /// A maildir file name without its `:2,flags` info part.
@@ -851,9 +1157,13 @@ pub fn split_multiline(raw: &[u8]) -> Option<Multiline> {
 }
 
 /// The octets a stored message becomes on the wire before dot-stuffing:
-/// every LF not preceded by CR becomes CRLF, and a non-empty message not
-/// ending in LF gets a CRLF appended. Its length is what LIST must report.
+/// what the store gives back ([`served_form`]: the bytes themselves for
+/// maildir, the mboxo-quoted form for mbox), with every LF not preceded by
+/// CR turned into CRLF and a CRLF appended to a non-empty message not
+/// ending in LF. Its length is what LIST must report.
 pub fn wire_form(raw: &[u8]) -> Vec<u8> {
+    let served = served_form(raw);
+    let raw = served.as_slice();
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 32 + 2);
     let mut previous = 0u8;
     for &b in raw {
@@ -967,13 +1277,18 @@ pub fn big_message(size: usize) -> Vec<u8> {
 }
 
 /// The `plugin` values of the auth and store sections every server gets:
-/// `("passwd-file", "maildir")`, or with `POP3D_TEST_PLUGINS=so` the paths
-/// of those plugin crates' shared libraries, built here (once per test
-/// binary) with the profile and target directory of this test binary.
+/// `("passwd-file", "maildir")` (`"mbox"` under `POP3D_TEST_STORE=mbox`),
+/// or with `POP3D_TEST_PLUGINS=so` the paths of those plugin crates'
+/// shared libraries, built here (once per test binary) with the profile
+/// and target directory of this test binary.
 pub fn backend_plugins() -> &'static (String, String) {
     static PLUGINS: OnceLock<(String, String)> = OnceLock::new();
+    let (store_name, store_crate, store_library) = match store_kind() {
+        StoreKind::Maildir => ("maildir", "pop3d-maildir", "libpop3d_maildir.so"),
+        StoreKind::Mbox => ("mbox", "pop3d-mbox", "libpop3d_mbox.so"),
+    };
     PLUGINS.get_or_init(|| match std::env::var("POP3D_TEST_PLUGINS").as_deref() {
-        Err(_) | Ok("") | Ok("builtin") => ("passwd-file".into(), "maildir".into()),
+        Err(_) | Ok("") | Ok("builtin") => ("passwd-file".into(), store_name.into()),
         Ok("so") => {
             // This binary is <target>/<profile>/deps/<test>-<hash>.
             let exe = std::env::current_exe().unwrap();
@@ -991,7 +1306,7 @@ pub fn backend_plugins() -> &'static (String, String) {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
             let status = Command::new(cargo)
                 .args(["build", "--quiet", "--profile", &profile])
-                .args(["-p", "pop3d-passwd-file", "-p", "pop3d-maildir"])
+                .args(["-p", "pop3d-passwd-file", "-p", store_crate])
                 .arg("--target-dir")
                 .arg(&libs_target)
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -1003,10 +1318,7 @@ pub fn backend_plugins() -> &'static (String, String) {
                 assert!(path.exists(), "{} was not built", path.display());
                 path.display().to_string()
             };
-            (
-                library("libpop3d_passwd_file.so"),
-                library("libpop3d_maildir.so"),
-            )
+            (library("libpop3d_passwd_file.so"), library(store_library))
         }
         Ok(other) => panic!("POP3D_TEST_PLUGINS={other:?}: use \"so\" or \"builtin\""),
     })

@@ -5,7 +5,9 @@
 //! builds as `libpop3d_maildir.so` (entry symbol `pop3d_plugin_maildir`),
 //! and both are reached only through the plugin ABI.
 //!
-//! Config: `(root: "/var/mail/%u/Maildir")`; see [`MaildirConfig`].
+//! Config: `(root: "/var/mail/%u/Maildir")`, and optionally
+//! `uidl_format: "%08Xu%08Xv"` (UIDLs from Dovecot's `dovecot-uidlist`)
+//! and `move_new_to_cur: true`; see [`MaildirConfig`].
 //!
 //! Opening a maildrop does four things:
 //!
@@ -33,7 +35,15 @@
 //! Unique ids are the file's base name (the part before `:`), which survives
 //! the `new/` to `cur/` move and flag changes made by other mail programs.
 //! Base names that are not valid POP3 unique ids get a digest instead; see
-//! [`unique_ids`].
+//! [`unique_ids`]. Operators moving from Dovecot can have Dovecot's UIDLs
+//! instead (`uidl_format`, see [`UidlFormat`] and `uidl.rs`).
+//!
+//! At UPDATE, deleting a message is one `unlink`, so a crash leaves each
+//! message either there, whole, or gone. When the maildir has a Maildir++
+//! quota file (`maildirsize`), one `-<bytes> -<count>` line is appended for
+//! what was deleted. Messages left in `new/` stay there unless
+//! `move_new_to_cur` is set, so an IMAP server sharing the maildir still
+//! shows them as new.
 //!
 //! Other programs may move or delete files while a session is open. Opening a
 //! message looks it up again by base name if its path has gone, a message
@@ -46,16 +56,20 @@
 //!   every user inside it.
 //! - `snapshot.rs`: listing, ordering and sizing messages, the size cache,
 //!   unique ids.
+//! - `uidl.rs`: the `uidl_format` template and the `dovecot-uidlist`
+//!   reader.
 //! - `maildrop.rs`: the lock, the open maildrop, message readers, commit.
 #![deny(unsafe_code)]
 
 mod maildrop;
 mod snapshot;
 mod template;
+mod uidl;
 
 pub use maildrop::{MaildirMaildrop, MessageFileReader};
 pub use snapshot::unique_ids;
 pub use template::{MaildirConfigError, RootTemplate};
+pub use uidl::{UidlFormat, UidlFormatError};
 
 use maildrop::{MaildirLock, OpenMaildirs};
 use pop3d_plugin_api::{export_store_plugin, log_debug, Error, StorePlugin, UserInfo};
@@ -72,23 +86,75 @@ pub struct MaildirConfig {
     /// `%n` the part before `@`, `%d` the part after it, `%%` a literal `%`,
     /// and a leading `~` the user's home directory.
     pub root: String,
+    /// How UIDLs are made, in the syntax of Dovecot's `pop3_uidl_format`:
+    /// `%f` (the default) the base file name; `%u` and `%v` the IMAP UID
+    /// and UIDVALIDITY Dovecot recorded in `dovecot-uidlist`, so
+    /// `"%08Xu%08Xv"` keeps the UIDLs users of such a Dovecot had.
+    #[serde(default = "default_uidl_format")]
+    pub uidl_format: String,
+    /// Whether messages left in `new/` at UPDATE are moved to `cur/`
+    /// (same base name, `:2,` with no flags). Off by default, so an IMAP
+    /// server sharing the maildir still shows them as new.
+    #[serde(default)]
+    pub move_new_to_cur: bool,
 }
+
+impl MaildirConfig {
+    /// The config with this root and every other key at its default.
+    pub fn with_root(root: impl Into<String>) -> MaildirConfig {
+        MaildirConfig {
+            root: root.into(),
+            uidl_format: default_uidl_format(),
+            move_new_to_cur: false,
+        }
+    }
+}
+
+fn default_uidl_format() -> String {
+    "%f".into()
+}
+
+/// Why a maildir config was refused: the root or the UIDL format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `root` is not usable.
+    Root(MaildirConfigError),
+    /// `uidl_format` is not usable.
+    UidlFormat(UidlFormatError),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Root(err) => err.fmt(f),
+            ConfigError::UidlFormat(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// The maildir store: turns a user into an open, locked maildrop.
 #[derive(Debug)]
 pub struct MaildirStore {
     /// Where each user's maildir is.
     root: RootTemplate,
+    /// How each message's UIDL is made.
+    uidl_format: UidlFormat,
+    /// Whether UPDATE moves the messages it leaves in `new/` to `cur/`.
+    move_new_to_cur: bool,
     /// Maildirs held by open sessions of this store.
     open_maildirs: OpenMaildirs,
 }
 
 impl MaildirStore {
     /// A store for `config`, checked so that every user gets their own
-    /// maildir.
-    pub fn new(config: MaildirConfig) -> Result<MaildirStore, MaildirConfigError> {
+    /// maildir and every message its own UIDL.
+    pub fn new(config: MaildirConfig) -> Result<MaildirStore, ConfigError> {
         Ok(MaildirStore {
-            root: RootTemplate::parse(&config.root)?,
+            root: RootTemplate::parse(&config.root).map_err(ConfigError::Root)?,
+            uidl_format: UidlFormat::parse(&config.uidl_format).map_err(ConfigError::UidlFormat)?,
+            move_new_to_cur: config.move_new_to_cur,
             open_maildirs: OpenMaildirs::default(),
         })
     }
@@ -111,7 +177,7 @@ impl StorePlugin for MaildirStore {
         let maildir = self.root.expand(user)?;
         let lock = MaildirLock::acquire(&self.open_maildirs, &maildir)?;
         let snapshot = if lock.file.is_some() {
-            take_snapshot(&maildir)?
+            take_snapshot(&maildir, &self.uidl_format)?
         } else {
             // No maildir (or no cur/ and new/ in it): the user has no mail
             // yet. Nothing is created, so a typo in the root cannot litter
@@ -125,7 +191,12 @@ impl StorePlugin for MaildirStore {
             snapshot.messages.len(),
             snapshot.sizes_computed
         );
-        Ok(MaildirMaildrop::new(maildir, snapshot, lock))
+        Ok(MaildirMaildrop::new(
+            maildir,
+            snapshot,
+            lock,
+            self.move_new_to_cur,
+        ))
     }
 }
 
@@ -148,7 +219,7 @@ export_store_plugin!(maildir, MaildirStore);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use maildrop::LOCK_FILE_NAME;
+    use maildrop::{LOCK_FILE_NAME, QUOTA_FILE_NAME};
     use pop3d_plugin_api::Maildrop;
     use snapshot::{is_valid_uid, SIZE_CACHE_NAME};
     use std::collections::HashSet;
@@ -197,9 +268,10 @@ mod tests {
     }
 
     fn store_at(dir: &TestDir) -> MaildirStore {
-        MaildirStore::new(MaildirConfig {
-            root: format!("{}/%u", dir.path().display()),
-        })
+        MaildirStore::new(MaildirConfig::with_root(format!(
+            "{}/%u",
+            dir.path().display()
+        )))
         .unwrap()
     }
 
@@ -257,7 +329,8 @@ mod tests {
         assert_eq!(create_error("()"), "config: missing field `root`");
         assert_eq!(
             create_error("(root: \"/m/%u\", rot: \"x\")"),
-            "config: unknown field `rot`, expected `root`"
+            "config: unknown field `rot`, expected one of `root`, `uidl_format`, \
+             `move_new_to_cur`"
         );
         let shared = create_error("(root: \"/var/mail/shared\")");
         assert!(shared.contains("share one maildrop"), "{shared}");
@@ -597,6 +670,152 @@ mod tests {
         fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();
         assert!(matches!(maildrop.open_message(0), Err(Error::PermFail(_))));
+    }
+
+    fn store_with(dir: &TestDir, extra: &str) -> MaildirStore {
+        MaildirStore::create(&format!("(root: \"{}/%u\", {extra})", dir.path().display())).unwrap()
+    }
+
+    #[test]
+    fn uidls_come_from_dovecot_uidlist_for_the_messages_dovecot_numbered() {
+        let dir = TestDir::new("uidlist");
+        let maildir = make_maildir(&dir, "alice");
+        deliver(&maildir, "cur", "1700000001.M1P1.host,S=2,W=3:2,S", b"a\n");
+        deliver(&maildir, "new", "1700000002.M2P1.host,S=2,W=3", b"b\n");
+        deliver(&maildir, "cur", "1700000003.M3P1.host:2,", b"c\n");
+        // Not in the list: delivered after Dovecot last looked.
+        deliver(&maildir, "new", "1700000004.M4P1.host", b"d\n");
+        fs::write(
+            maildir.join("dovecot-uidlist"),
+            "3 V1700000000 N28 Gabc\n\
+             7 W3 S2 :1700000001.M1P1.host,S=2,W=3\n\
+             26 :1700000002.M2P1.host,S=2,W=3\n\
+             27 P0000beef :1700000003.M3P1.host\n",
+        )
+        .unwrap();
+        let store = store_with(&dir, "uidl_format: \"%08Xu%08Xv\"");
+        let expected = [
+            "000000076553f100",
+            "0000001a6553f100",
+            "0000beef",
+            "1700000004.M4P1.host",
+        ];
+        assert_eq!(uids(&store.open(&user("alice")).unwrap()), expected);
+
+        // Dovecot (still serving IMAP) numbers the fourth message later:
+        // its UIDL stays the base name pop3d already showed.
+        fs::write(
+            maildir.join("dovecot-uidlist"),
+            "3 V1700000000 N29 Gabc\n\
+             7 W3 S2 :1700000001.M1P1.host,S=2,W=3\n\
+             26 :1700000002.M2P1.host,S=2,W=3\n\
+             27 P0000beef :1700000003.M3P1.host\n\
+             28 :1700000004.M4P1.host\n",
+        )
+        .unwrap();
+        assert_eq!(uids(&store.open(&user("alice")).unwrap()), expected);
+        // Nothing of Dovecot's was written.
+        assert!(fs::read_to_string(maildir.join("dovecot-uidlist"))
+            .unwrap()
+            .contains("28 :1700000004"));
+
+        // Without a uidlist, a maildir already served keeps base names
+        // even when one appears later.
+        let bob = make_maildir(&dir, "bob");
+        deliver(&bob, "new", "1.one", b"1\n");
+        assert_eq!(uids(&store.open(&user("bob")).unwrap()), ["1.one"]);
+        fs::write(bob.join("dovecot-uidlist"), "3 V5 N2\n1 :1.one\n").unwrap();
+        assert_eq!(uids(&store.open(&user("bob")).unwrap()), ["1.one"]);
+
+        // While every message is Dovecot's, nothing is pinned: mail Dovecot
+        // numbers while both servers run gets Dovecot's UIDL too.
+        let carol = make_maildir(&dir, "carol");
+        deliver(&carol, "cur", "1.one:2,S", b"1\n");
+        fs::write(carol.join("dovecot-uidlist"), "3 V16 N2\n1 :1.one\n").unwrap();
+        assert_eq!(
+            uids(&store.open(&user("carol")).unwrap()),
+            ["0000000100000010"]
+        );
+        assert!(!carol.join(uidl::CUTOFF_FILE_NAME).exists());
+        deliver(&carol, "new", "2.two", b"2\n");
+        fs::write(
+            carol.join("dovecot-uidlist"),
+            "3 V16 N3\n1 :1.one\n2 :2.two\n",
+        )
+        .unwrap();
+        assert_eq!(
+            uids(&store.open(&user("carol")).unwrap()),
+            ["0000000100000010", "0000000200000010"]
+        );
+    }
+
+    #[test]
+    fn a_bad_uidl_format_is_refused_at_create() {
+        let message = create_error("(root: \"/m/%u\", uidl_format: \"%m\")");
+        assert!(message.contains("uidl_format \"%m\""), "{message}");
+        let message = create_error("(root: \"/m/%u\", uidl_format: \"%08Xv\")");
+        assert!(message.contains("same UIDL"), "{message}");
+    }
+
+    #[test]
+    fn new_messages_stay_in_new_unless_configured() {
+        let dir = TestDir::new("move");
+        let maildir = make_maildir(&dir, "alice");
+        let kept = deliver(&maildir, "new", "1.kept", b"1\n");
+        let deleted = deliver(&maildir, "new", "2.deleted", b"2\n");
+        let seen = deliver(&maildir, "cur", "3.seen:2,S", b"3\n");
+        store_at(&dir)
+            .open(&user("alice"))
+            .unwrap()
+            .commit(&[1])
+            .unwrap();
+        assert!(kept.exists());
+        assert!(!deleted.exists());
+
+        let store = store_with(&dir, "move_new_to_cur: true");
+        let maildrop = store.open(&user("alice")).unwrap();
+        let before = uids(&maildrop);
+        drop(maildrop);
+        // Released without commit: nothing moves.
+        assert!(kept.exists());
+        store.open(&user("alice")).unwrap().commit(&[]).unwrap();
+        assert!(!kept.exists());
+        assert!(maildir.join("cur/1.kept:2,").exists());
+        assert!(seen.exists());
+        assert_eq!(uids(&store.open(&user("alice")).unwrap()), before);
+    }
+
+    #[test]
+    fn deletions_are_recorded_in_a_maildirsize_file_when_there_is_one() {
+        let dir = TestDir::new("quota");
+        let maildir = make_maildir(&dir, "alice");
+        deliver(&maildir, "new", "1.a,S=1000", b"short\n");
+        deliver(&maildir, "new", "2.b", b"twelve bytes");
+        deliver(&maildir, "new", "3.c", b"kept\n");
+        let store = store_at(&dir);
+        store.open(&user("alice")).unwrap().commit(&[0]).unwrap();
+        assert!(
+            !maildir.join(QUOTA_FILE_NAME).exists(),
+            "must not be created"
+        );
+
+        fs::write(maildir.join(QUOTA_FILE_NAME), "10000S,100C\n1018 2\n").unwrap();
+        store.open(&user("alice")).unwrap().commit(&[0]).unwrap();
+        assert_eq!(
+            fs::read_to_string(maildir.join(QUOTA_FILE_NAME)).unwrap(),
+            "10000S,100C\n1018 2\n-12 -1\n"
+        );
+        // Nothing deleted, nothing appended.
+        store.open(&user("alice")).unwrap().commit(&[]).unwrap();
+        let maildrop = store.open(&user("alice")).unwrap();
+        deliver(&maildir, "new", "4.d,S=7", b"1234567");
+        drop(maildrop);
+        let maildrop = store.open(&user("alice")).unwrap();
+        maildrop.commit(&[0, 1]).unwrap();
+        assert_eq!(
+            fs::read_to_string(maildir.join(QUOTA_FILE_NAME)).unwrap(),
+            "10000S,100C\n1018 2\n-12 -1\n-12 -2\n"
+        );
     }
 
     /// Prints how long opening a 10,000-message maildir takes without and

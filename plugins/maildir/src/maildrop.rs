@@ -6,13 +6,15 @@ use crate::snapshot::{base_name, list_message_files, MessageFile, Snapshot};
 use pop3d_plugin_api::{log_debug, log_error, Error, Maildrop, MessageInfo};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The file inside a maildir that other pop3d processes lock too.
 pub(crate) const LOCK_FILE_NAME: &str = "pop3d.lock";
+/// The Maildir++ quota file; updated when present, never created.
+pub(crate) const QUOTA_FILE_NAME: &str = "maildirsize";
 
 /// Maildirs open in this process. Shared by the store and its maildrops so a
 /// maildrop can release its entry when it is dropped.
@@ -166,16 +168,24 @@ pub struct MaildirMaildrop {
     messages: Vec<MessageInfo>,
     /// The file behind each message, same order.
     files: Vec<MessageFile>,
+    /// Whether commit moves the messages it keeps from `new/` to `cur/`.
+    move_new_to_cur: bool,
     /// Held for the life of the maildrop; released on drop.
     _lock: MaildirLock,
 }
 
 impl MaildirMaildrop {
-    pub(crate) fn new(maildir: PathBuf, snapshot: Snapshot, lock: MaildirLock) -> MaildirMaildrop {
+    pub(crate) fn new(
+        maildir: PathBuf,
+        snapshot: Snapshot,
+        lock: MaildirLock,
+        move_new_to_cur: bool,
+    ) -> MaildirMaildrop {
         MaildirMaildrop {
             maildir,
             messages: snapshot.messages,
             files: snapshot.files,
+            move_new_to_cur,
             _lock: lock,
         }
     }
@@ -227,6 +237,8 @@ impl Maildrop for MaildirMaildrop {
 
     fn commit(self, indices: &[usize]) -> Result<(), Error> {
         let mut failures: Vec<(PathBuf, io::Error)> = Vec::new();
+        // What this commit removed, for the quota file.
+        let (mut deleted_bytes, mut deleted_count) = (0u64, 0u64);
         // Built on the first file not found where it was, then reused, so
         // many files moved by another program cost one listing, not one each.
         let mut current_locations: Option<HashMap<Vec<u8>, PathBuf>> = None;
@@ -240,7 +252,11 @@ impl Maildrop for MaildirMaildrop {
                 continue;
             };
             let err = match fs::remove_file(&file.path) {
-                Ok(()) => continue,
+                Ok(()) => {
+                    deleted_bytes += file.quota_size;
+                    deleted_count += 1;
+                    continue;
+                }
                 Err(err) => err,
             };
             if err.kind() != io::ErrorKind::NotFound {
@@ -250,7 +266,10 @@ impl Maildrop for MaildirMaildrop {
             let locations = current_locations.get_or_insert_with(|| locate_all(&self.maildir));
             match locations.get(&file.base) {
                 Some(moved_to) => match fs::remove_file(moved_to) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        deleted_bytes += file.quota_size;
+                        deleted_count += 1;
+                    }
                     Err(err) if err.kind() == io::ErrorKind::NotFound => log_debug!(
                         "maildir: {} was already deleted by another program",
                         moved_to.display()
@@ -262,6 +281,12 @@ impl Maildrop for MaildirMaildrop {
                     file.path.display()
                 ),
             }
+        }
+        if deleted_count > 0 {
+            update_quota_file(&self.maildir, deleted_bytes, deleted_count);
+        }
+        if self.move_new_to_cur {
+            self.move_kept_to_cur(indices);
         }
         // `self` (and with it the lock) is released when this returns.
         if failures.is_empty() {
@@ -278,6 +303,82 @@ impl Maildrop for MaildirMaildrop {
             first_path.display()
         );
         Err(io_failure(&context, first_err))
+    }
+}
+
+impl MaildirMaildrop {
+    /// Moves the messages of the snapshot that are still in `new/` and
+    /// not in `deleted` to `cur/`, as `<name>:2,`: a mail client has now
+    /// seen them. A failure is logged; the message stays where it was.
+    fn move_kept_to_cur(&self, deleted: &[usize]) {
+        let cur = self.maildir.join("cur");
+        for (index, file) in self.files.iter().enumerate() {
+            if deleted.binary_search(&index).is_ok() {
+                continue;
+            }
+            let in_new = file
+                .path
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|dir| dir == "new");
+            let Some(name) = file.path.file_name() else {
+                continue;
+            };
+            if !in_new {
+                continue;
+            }
+            let mut target = name.to_os_string();
+            if !name.as_encoded_bytes().contains(&b':') {
+                target.push(":2,");
+            }
+            let target = cur.join(target);
+            // Never replace a file already there (link + unlink would be
+            // the strict way; rename after a check is enough here, since
+            // the maildir is locked against other pop3d sessions and
+            // deliverers only ever write unique names).
+            if target.exists() {
+                log_error!(
+                    "maildir: not moving {} to cur/: {} exists",
+                    file.path.display(),
+                    target.display()
+                );
+                continue;
+            }
+            match fs::rename(&file.path, &target) {
+                Ok(()) => {}
+                // Moved or deleted by another program meanwhile.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => log_error!(
+                    "maildir: cannot move {} to {}: {err}",
+                    file.path.display(),
+                    target.display()
+                ),
+            }
+        }
+    }
+}
+
+/// Appends `-<bytes> -<count>` to the maildir's Maildir++ quota file, if
+/// it has one, as the Maildir++ specification asks of whoever deletes
+/// mail. One `write` of the whole line on a file opened for appending, so
+/// lines of concurrent writers do not interleave. A failure is logged: the
+/// quota is then too high until the next recalculation, which Maildir++
+/// readers do when the file looks wrong or grows past 5120 bytes.
+fn update_quota_file(maildir: &Path, bytes: u64, count: u64) {
+    let path = maildir.join(QUOTA_FILE_NAME);
+    let line = format!("-{bytes} -{count}\n");
+    let appended = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    match appended {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => log_error!(
+            "maildir: cannot update the quota file {}: {err}; the quota stays too high until \
+             it is recalculated",
+            path.display()
+        ),
     }
 }
 

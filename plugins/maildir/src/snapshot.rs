@@ -3,7 +3,8 @@
 
 use crate::io_failure;
 use crate::maildrop::open_regular_file;
-use pop3d_plugin_api::{log_error, log_warn, wire_size_of_reader, Error, MessageInfo};
+use crate::uidl::{Cutoff, DovecotUidlist, UidlFormat, UidlValues};
+use pop3d_plugin_api::{log_error, log_info, log_warn, wire_size_of_reader, Error, MessageInfo};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
@@ -27,6 +28,9 @@ pub(crate) struct MessageFile {
     pub(crate) base: Vec<u8>,
     /// Where the file was last seen.
     pub(crate) path: PathBuf,
+    /// Its size in bytes as Maildir++ quotas count it (`,S=` in the name,
+    /// else the file's size), for the `maildirsize` line of a deletion.
+    pub(crate) quota_size: u64,
 }
 
 /// What [`take_snapshot`] found.
@@ -54,8 +58,9 @@ struct Found {
     dir_entry: fs::DirEntry,
 }
 
-/// Lists, orders, sizes and names the messages of an existing maildir.
-pub(crate) fn take_snapshot(maildir: &Path) -> Result<Snapshot, Error> {
+/// Lists, orders, sizes and names the messages of an existing maildir,
+/// with UIDLs made by `uidl_format`.
+pub(crate) fn take_snapshot(maildir: &Path, uidl_format: &UidlFormat) -> Result<Snapshot, Error> {
     let mut found = Vec::new();
     let mut seen_bases = HashSet::new();
     // `cur/` before `new/`: a file moved from `new/` to `cur/` between the
@@ -81,11 +86,11 @@ pub(crate) fn take_snapshot(maildir: &Path) -> Result<Snapshot, Error> {
     let mut files = Vec::with_capacity(found.len());
     let mut wire_sizes = Vec::with_capacity(found.len());
     for entry in found {
-        let wire_size = {
+        let (wire_size, file_len) = {
             match size_from_cache_or_file(&entry, &mut cache) {
-                Ok((wire_size, computed)) => {
+                Ok((wire_size, computed, file_len)) => {
                     sizes_computed += usize::from(computed);
-                    wire_size
+                    (wire_size, file_len)
                 }
                 // Deleted by another program since the listing: it is
                 // simply not part of this snapshot.
@@ -103,14 +108,16 @@ pub(crate) fn take_snapshot(maildir: &Path) -> Result<Snapshot, Error> {
         };
         wire_sizes.push(wire_size);
         files.push(MessageFile {
+            quota_size: size_hint(&entry.base, b",S=").unwrap_or(file_len),
             base: entry.base,
             path: entry.dir_entry.path(),
         });
     }
     cache.save_if_changed(maildir);
 
-    let bases: Vec<&[u8]> = files.iter().map(|file| file.base.as_slice()).collect();
-    let messages = unique_ids(&bases)
+    let candidates = uidl_candidates(maildir, uidl_format, &files)?;
+    let candidates: Vec<&[u8]> = candidates.iter().map(Vec::as_slice).collect();
+    let messages = unique_ids(&candidates)
         .into_iter()
         .zip(wire_sizes)
         .map(|(uid, wire_size)| MessageInfo { wire_size, uid })
@@ -184,8 +191,14 @@ fn delivery_time(base: &[u8]) -> u64 {
 /// without a newline, so the caller checks the file's last byte once (and
 /// caches the result) instead of trusting the hint alone.
 fn wire_size_hint(base: &[u8]) -> Option<u64> {
+    size_hint(base, b",W=")
+}
+
+/// The number after `field` (`,W=` or `,S=`) in a base name, if there is a
+/// well-formed one.
+fn size_hint(base: &[u8], field: &[u8; 3]) -> Option<u64> {
     let mut rest = base;
-    while let Some(start) = rest.windows(3).position(|window| window == b",W=") {
+    while let Some(start) = rest.windows(3).position(|window| window == field) {
         let after = &rest[start + 3..];
         let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
         let ends_cleanly = after.get(digits).is_none_or(|&b| b == b',');
@@ -200,13 +213,13 @@ fn wire_size_hint(base: &[u8]) -> Option<u64> {
 
 /// The wire size of `entry`, from the cache when the file's size and mtime
 /// match, else by reading the file (and then cached). The flag says whether
-/// the file was read.
-fn size_from_cache_or_file(entry: &Found, cache: &mut SizeCache) -> io::Result<(u64, bool)> {
+/// the file was read; the last value is the file's size.
+fn size_from_cache_or_file(entry: &Found, cache: &mut SizeCache) -> io::Result<(u64, bool, u64)> {
     // Does not follow symlinks, like `fs::symlink_metadata`.
     let metadata = entry.dir_entry.metadata()?;
     let stamp = FileStamp::of(&metadata);
     if let Some(wire_size) = cache.lookup(&entry.base, stamp) {
-        return Ok((wire_size, false));
+        return Ok((wire_size, false, metadata.len()));
     }
     let mut file = open_regular_file(&entry.dir_entry.path())?;
     let wire_size = match wire_size_hint(&entry.base) {
@@ -214,7 +227,7 @@ fn size_from_cache_or_file(entry: &Found, cache: &mut SizeCache) -> io::Result<(
         None => wire_size_of_reader(file)?,
     };
     cache.insert(&entry.base, stamp, wire_size);
-    Ok((wire_size, true))
+    Ok((wire_size, true, metadata.len()))
 }
 
 /// The CRLF the wire adds after a non-empty message whose last byte is not a
@@ -227,6 +240,96 @@ fn unterminated_last_line_extra(file: &mut File, len: u64) -> io::Result<u64> {
     let mut last = [0u8; 1];
     file.read_exact(&mut last)?;
     Ok(if last[0] == b'\n' { 0 } else { 2 })
+}
+
+/// The UIDL each file would get by `uidl_format`, before
+/// [`unique_ids`] makes them valid and distinct. See [`crate::uidl`] for
+/// which messages take their values from `dovecot-uidlist`.
+fn uidl_candidates(
+    maildir: &Path,
+    uidl_format: &UidlFormat,
+    files: &[MessageFile],
+) -> Result<Vec<Vec<u8>>, Error> {
+    if uidl_format.is_base_name() || files.is_empty() {
+        return Ok(files.iter().map(|file| file.base.clone()).collect());
+    }
+    let uidlist = if uidl_format.needs_uidlist() {
+        DovecotUidlist::read(maildir)?
+    } else {
+        None
+    };
+    let cutoff = Cutoff::read(maildir);
+    if let (Some(list), Some(cutoff)) = (&uidlist, &cutoff) {
+        if list.uid_validity != cutoff.uid_validity && cutoff.next_uid > 0 {
+            log_warn!(
+                "maildir: {}: dovecot-uidlist has UIDVALIDITY {}, but pop3d started from {}; \
+                 Dovecot's UIDs are not used (messages keep their base names as UIDLs)",
+                maildir.display(),
+                list.uid_validity,
+                cutoff.uid_validity
+            );
+        }
+    }
+    // The record Dovecot has for a base name, if pop3d may use it: before
+    // any cutoff, every record; after, only those numbered before it.
+    let record_of = |base: &[u8]| {
+        let list = uidlist.as_ref()?;
+        let record = list.records.get(base)?;
+        match &cutoff {
+            None => Some(record),
+            Some(cutoff) => (list.uid_validity == cutoff.uid_validity
+                && record.uid < cutoff.next_uid)
+                .then_some(record),
+        }
+    };
+    let mut showed_a_fallback = false;
+    let candidates = files
+        .iter()
+        .map(|file| match record_of(&file.base) {
+            Some(record) => match &record.pop3_uidl {
+                Some(saved) => saved.as_bytes().to_vec(),
+                None => uidl_format.expand(&UidlValues {
+                    base: &file.base,
+                    dovecot: uidlist.as_ref().map(|list| (record.uid, list.uid_validity)),
+                    guid: record.guid.as_deref(),
+                }),
+            },
+            None => {
+                showed_a_fallback = true;
+                uidl_format.expand(&UidlValues {
+                    base: &file.base,
+                    dovecot: None,
+                    guid: None,
+                })
+            }
+        })
+        .collect();
+    if showed_a_fallback && cutoff.is_none() {
+        // A message Dovecot has not numbered is shown with its base name.
+        // Should Dovecot number it later, it must keep that name: from now
+        // on only the UIDs Dovecot has handed out so far count.
+        let pinned = uidlist.as_ref().map_or(
+            Cutoff {
+                uid_validity: 0,
+                next_uid: 0,
+            },
+            |list| Cutoff {
+                uid_validity: list.uid_validity,
+                next_uid: list.next_uid,
+            },
+        );
+        pinned.write(maildir)?;
+        log_info!(
+            "maildir: {}: a message Dovecot has not numbered gets its base name as UIDL; from \
+             now on only Dovecot's UIDs below {} (UIDVALIDITY {}) are used, so no UIDL changes \
+             later ({})",
+            maildir.display(),
+            pinned.next_uid,
+            pinned.uid_validity,
+            crate::uidl::CUTOFF_FILE_NAME
+        );
+    }
+    Ok(candidates)
 }
 
 /// What the size cache remembers of a file to know it has not changed.
@@ -382,26 +485,28 @@ pub(crate) fn is_valid_uid(bytes: &[u8]) -> bool {
     (1..=MAX_UID_LEN).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7E).contains(b))
 }
 
-/// The unique ids of messages with these base names (all different), in
-/// the same order.
+/// The unique ids of messages with these UIDL candidates (base names, or
+/// what `uidl_format` made of them), in the same order.
 ///
-/// A base name that is a valid POP3 unique id is used as is. Any other (too
-/// long, or with spaces or non-ASCII bytes) gets the 64-bit FNV-1a hash of
-/// its bytes as 16 lowercase hex digits. Should that collide with another
-/// message's id, the hash is taken again over the name followed by a 0xFF
-/// byte and a counter (1, 2, ...) until it is free; valid names claim their
-/// ids first and digests are assigned in message order, so the result
-/// depends only on the set of names in the maildrop.
+/// A candidate that is a valid POP3 unique id, and the first of its kind,
+/// is used as is. Any other (too long, with spaces or non-ASCII bytes, or a
+/// repeat of an earlier one) gets the 64-bit FNV-1a hash of its bytes as 16
+/// lowercase hex digits. Should that collide with another message's id, the
+/// hash is taken again over the name followed by a 0xFF byte and a counter
+/// (1, 2, ...) until it is free; valid names claim their ids first and
+/// digests are assigned in message order, so the result depends only on
+/// the list of candidates.
 pub fn unique_ids(bases: &[&[u8]]) -> Vec<String> {
     let mut taken: HashSet<String> = bases
         .iter()
         .filter(|base| is_valid_uid(base))
         .map(|base| String::from_utf8_lossy(base).into_owned())
         .collect();
+    let mut claimed: HashSet<&[u8]> = HashSet::new();
     bases
         .iter()
-        .map(|base| {
-            if is_valid_uid(base) {
+        .map(|&base| {
+            if is_valid_uid(base) && claimed.insert(base) {
                 return String::from_utf8_lossy(base).into_owned();
             }
             let mut attempt: u64 = 0;

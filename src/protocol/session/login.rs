@@ -267,7 +267,10 @@ impl Session {
         let verified = |secret: &[u8]| {
             sasl::Secret::parse(secret)
                 .ok()
-                .and_then(|s| s.plaintext().map(|p| sasl::apop_verify(&timestamp, p, digest)))
+                .and_then(|s| {
+                    s.plaintext()
+                        .map(|p| sasl::apop_verify(&timestamp, p, digest))
+                })
                 .unwrap_or(false)
         };
         match self.env.auth.secret(user) {
