@@ -72,6 +72,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod export;
 pub mod logging;
+pub mod user_name;
 
 use std::fmt;
 use std::io;

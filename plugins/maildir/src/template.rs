@@ -6,13 +6,13 @@
 //! still fail is the user: a name that could lead outside the root, or a
 //! `~` template for a user without an absolute home.
 
+use pop3d_plugin_api::user_name::{check_user_name, shorten_for_log, usable_name_part};
 use pop3d_plugin_api::{log_warn, Error, UserInfo};
 use std::fmt;
 use std::path::PathBuf;
 
 /// Longest user name accepted; also the limit of most file systems for one
 /// path component.
-const MAX_USER_NAME_LEN: usize = 255;
 
 /// Why a maildir configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,36 +215,6 @@ impl RootTemplate {
     }
 }
 
-/// Why `name` may not be used in a path, if it may not.
-///
-/// Besides separators and dot names, `%` is refused so a name can never be
-/// mistaken for something that decodes to one (`%2e%2e`), and control
-/// characters so logs and file names stay readable.
-fn check_user_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("it is empty");
-    }
-    if name.len() > MAX_USER_NAME_LEN {
-        return Err("it is longer than 255 bytes");
-    }
-    if name.contains(['/', '\\']) {
-        return Err("it contains a path separator");
-    }
-    if name.chars().any(char::is_control) {
-        return Err("it contains a control character");
-    }
-    if name.starts_with('.') {
-        return Err("it starts with a dot");
-    }
-    if name.contains("..") {
-        return Err("it contains ..");
-    }
-    if name.contains('%') {
-        return Err("it contains %");
-    }
-    Ok(())
-}
-
 /// `value` (the `%n` or `%d` of `name`), if it is usable as a path
 /// component on its own: an empty or dot-led part would put the maildir on a
 /// parent directory or on another user's path.
@@ -254,7 +224,7 @@ fn checked_name_part<'a>(
     variable: &str,
     what: &str,
 ) -> Result<&'a str, Error> {
-    if value.is_empty() || value.starts_with('.') {
+    if !usable_name_part(value) {
         log_warn!(
             "maildir: refusing user name {:?}: its {what} ({variable}) is empty or starts with a dot",
             shorten_for_log(name)
@@ -265,15 +235,6 @@ fn checked_name_part<'a>(
         )));
     }
     Ok(value)
-}
-
-/// At most the first 64 characters of `text`, so a hostile name cannot
-/// flood the log.
-fn shorten_for_log(text: &str) -> &str {
-    match text.char_indices().nth(64) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
 }
 
 #[cfg(test)]

@@ -24,13 +24,13 @@
 
 use crate::lock::LockKind;
 use crate::quote::Variant;
+use pop3d_plugin_api::user_name::{check_user_name, shorten_for_log, usable_name_part};
 use pop3d_plugin_api::{log_warn, Error, UserInfo};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// The longest user name put into a path.
-const MAX_USER_NAME_LEN: usize = 255;
 
 /// The longest lock wait the config may ask for; longer would tie up a
 /// worker thread for no good reason.
@@ -363,7 +363,7 @@ impl PathTemplate {
 
 /// `value`, the `%n` or `%d` of `name`, if it can stand alone in a path.
 fn name_part<'a>(name: &str, value: &'a str, variable: &str, what: &str) -> Result<&'a str, Error> {
-    if value.is_empty() || value.starts_with('.') {
+    if !usable_name_part(value) {
         log_warn!(
             "mbox: refusing user name {:?}: its {what} ({variable}) is empty or starts with a dot",
             shorten_for_log(name)
@@ -373,43 +373,6 @@ fn name_part<'a>(name: &str, value: &'a str, variable: &str, what: &str) -> Resu
         )));
     }
     Ok(value)
-}
-
-/// Why `name` may not go into a path, if it may not. `%` is refused so no
-/// name can pass for an encoded one (`%2e%2e`), control characters so file
-/// names and logs stay readable.
-fn check_user_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("it is empty");
-    }
-    if name.len() > MAX_USER_NAME_LEN {
-        return Err("it is longer than 255 bytes");
-    }
-    if name.contains(['/', '\\']) {
-        return Err("it contains a path separator");
-    }
-    if name.chars().any(char::is_control) {
-        return Err("it contains a control character");
-    }
-    if name.starts_with('.') {
-        return Err("it starts with a dot");
-    }
-    if name.contains("..") {
-        return Err("it contains ..");
-    }
-    if name.contains('%') {
-        return Err("it contains %");
-    }
-    Ok(())
-}
-
-/// At most the first 64 characters of `text`, so a hostile name cannot
-/// flood the log.
-fn shorten_for_log(text: &str) -> &str {
-    match text.char_indices().nth(64) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
 }
 
 #[cfg(test)]
