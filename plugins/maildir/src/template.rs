@@ -11,9 +11,6 @@ use pop3d_plugin_api::{log_warn, Error, UserInfo};
 use std::fmt;
 use std::path::PathBuf;
 
-/// Longest user name accepted; also the limit of most file systems for one
-/// path component.
-
 /// Why a maildir configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MaildirConfigError {

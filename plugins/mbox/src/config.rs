@@ -30,8 +30,6 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The longest user name put into a path.
-
 /// The longest lock wait the config may ask for; longer would tie up a
 /// worker thread for no good reason.
 const MAX_LOCK_TIMEOUT_SECS: u64 = 300;
