@@ -570,7 +570,17 @@ fn semantic_findings(config: &Config) -> Vec<Finding> {
                 "each address and port once",
             ));
         }
-        if listener.implicit_tls && config.tls.is_none() {
+        if listener.implicit_tls && !crate::server::TLS_BUILT {
+            found.push(Finding::new(
+                &[&format!("listen[{i}].implicit_tls"), &addr_path],
+                format!(
+                    "listener {} has implicit_tls: true, but {}",
+                    listener.addr,
+                    crate::server::NO_TLS_BUILD
+                ),
+                "implicit_tls: false (terminate TLS in front of pop3d), or a build with TLS",
+            ));
+        } else if listener.implicit_tls && config.tls.is_none() {
             found.push(Finding::new(
                 &[&format!("listen[{i}].implicit_tls"), &addr_path],
                 format!("listener {} has implicit_tls: true but there is no `tls` section with a certificate", listener.addr),
@@ -579,6 +589,16 @@ fn semantic_findings(config: &Config) -> Vec<Finding> {
         }
     }
 
+    if config.tls.is_some() && !crate::server::TLS_BUILT {
+        found.push(Finding::new(
+            &["tls"],
+            format!(
+                "a `tls` section is set, but {}",
+                crate::server::NO_TLS_BUILD
+            ),
+            "no `tls` section (terminate TLS in front of pop3d), or a build with TLS",
+        ));
+    }
     if let Some(tls) = &config.tls {
         for (key, value) in [("cert", &tls.cert), ("key", &tls.key)] {
             if value.trim().is_empty() {
