@@ -1182,6 +1182,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "tls"),
+        ignore = "its configurations use TLS, which a build without the `tls` feature refuses"
+    )]
     fn bad_configs_are_reported_with_position_and_expectation() {
         let table: &[(&str, &str)] = &[
             (
@@ -1354,6 +1358,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "tls"),
+        ignore = "its configurations use TLS, which a build without the `tls` feature refuses"
+    )]
     fn keys_in_comments_and_strings_do_not_mislead_positions() {
         let text = with_backends(
             "    // idle_timeout_secs: 60 was too short\n    /* limits: ( idle_timeout_secs: 1 ) /* nested */ */\n    tls: Some((cert: \"idle_timeout_secs: 5\", key: r#\"k\"idle_timeout_secs:\"#)),\n    limits: (max_per_ip: 1, idle_timeout_secs: 60),\n)",
@@ -1437,7 +1445,13 @@ mod tests {
             "tls: Some((cert: \"/c\", key: \"/k\"))",
             "tls: (cert: \"/c\", key: \"/k\")",
         ] {
-            let config = parse(&with_backends(&format!("    {tls},\n)")), "t").unwrap();
+            let text = with_backends(&format!("    {tls},\n)"));
+            if !crate::server::TLS_BUILT {
+                let err = parse(&text, "t").unwrap_err().to_string();
+                assert!(err.contains(crate::server::NO_TLS_BUILD), "{err}");
+                continue;
+            }
+            let config = parse(&text, "t").unwrap();
             assert_eq!(
                 config.tls,
                 Some(TlsFiles {
