@@ -944,6 +944,18 @@ mod tests {
                 file: None,
             })
         );
+        let to_file = || LogOptions {
+            file: Some("/var/log/pop3d.log".into()),
+            ..LogOptions::default()
+        };
+        for args in [
+            &["--log-file", "/var/log/pop3d.log", "-c", "a.ron"][..],
+            &["-c", "a.ron", "--log-file=/var/log/pop3d.log"],
+            &["--log-target", "file:/var/log/pop3d.log", "-c", "a.ron"],
+            &["--log-target=file:/var/log/pop3d.log", "-c", "a.ron"],
+        ] {
+            assert_eq!(parse_log(args), Ok(to_file()), "{args:?}");
+        }
     }
 
     #[test]
