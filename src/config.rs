@@ -570,7 +570,17 @@ fn semantic_findings(config: &Config) -> Vec<Finding> {
                 "each address and port once",
             ));
         }
-        if listener.implicit_tls && config.tls.is_none() {
+        if listener.implicit_tls && !crate::server::TLS_BUILT {
+            found.push(Finding::new(
+                &[&format!("listen[{i}].implicit_tls"), &addr_path],
+                format!(
+                    "listener {} has implicit_tls: true, but {}",
+                    listener.addr,
+                    crate::server::NO_TLS_BUILD
+                ),
+                "implicit_tls: false (terminate TLS in front of pop3d), or a build with TLS",
+            ));
+        } else if listener.implicit_tls && config.tls.is_none() {
             found.push(Finding::new(
                 &[&format!("listen[{i}].implicit_tls"), &addr_path],
                 format!("listener {} has implicit_tls: true but there is no `tls` section with a certificate", listener.addr),
@@ -579,6 +589,16 @@ fn semantic_findings(config: &Config) -> Vec<Finding> {
         }
     }
 
+    if config.tls.is_some() && !crate::server::TLS_BUILT {
+        found.push(Finding::new(
+            &["tls"],
+            format!(
+                "a `tls` section is set, but {}",
+                crate::server::NO_TLS_BUILD
+            ),
+            "no `tls` section (terminate TLS in front of pop3d), or a build with TLS",
+        ));
+    }
     if let Some(tls) = &config.tls {
         for (key, value) in [("cert", &tls.cert), ("key", &tls.key)] {
             if value.trim().is_empty() {
@@ -1162,6 +1182,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "tls"),
+        ignore = "its configurations use TLS, which a build without the `tls` feature refuses"
+    )]
     fn bad_configs_are_reported_with_position_and_expectation() {
         let table: &[(&str, &str)] = &[
             (
@@ -1334,6 +1358,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "tls"),
+        ignore = "its configurations use TLS, which a build without the `tls` feature refuses"
+    )]
     fn keys_in_comments_and_strings_do_not_mislead_positions() {
         let text = with_backends(
             "    // idle_timeout_secs: 60 was too short\n    /* limits: ( idle_timeout_secs: 1 ) /* nested */ */\n    tls: Some((cert: \"idle_timeout_secs: 5\", key: r#\"k\"idle_timeout_secs:\"#)),\n    limits: (max_per_ip: 1, idle_timeout_secs: 60),\n)",
@@ -1417,7 +1445,13 @@ mod tests {
             "tls: Some((cert: \"/c\", key: \"/k\"))",
             "tls: (cert: \"/c\", key: \"/k\")",
         ] {
-            let config = parse(&with_backends(&format!("    {tls},\n)")), "t").unwrap();
+            let text = with_backends(&format!("    {tls},\n)"));
+            if !crate::server::TLS_BUILT {
+                let err = parse(&text, "t").unwrap_err().to_string();
+                assert!(err.contains(crate::server::NO_TLS_BUILD), "{err}");
+                continue;
+            }
+            let config = parse(&text, "t").unwrap();
             assert_eq!(
                 config.tls,
                 Some(TlsFiles {

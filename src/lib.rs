@@ -12,7 +12,7 @@
 //!   to plugins.
 //! - [`inetd`]: one session on stdin/stdout, for `pop3d --inetd` under
 //!   inetd, xinetd or a systemd `Accept=yes` socket.
-//! - [`logging`]: the logger (stderr or syslog) with its flood guard.
+//! - [`logging`]: the logger (stderr, syslog or a file reopened on SIGUSR1) with its flood guard.
 //! - [`pw`]: `pop3d pw`, which makes and checks passwd-file password hashes.
 #![deny(unsafe_code)]
 

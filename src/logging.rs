@@ -11,6 +11,9 @@
 //!   a UTC timestamp. [`LogTarget::Syslog`] sends RFC 3164 datagrams
 //!   `<PRI>pop3d[PID]: message` with facility `mail` to the local syslog
 //!   socket (`/dev/log`), which rsyslog, syslog-ng and journald all read.
+//!   [`LogTarget::File`] appends `TIMESTAMP LEVEL message` lines to a file
+//!   (`--log-file PATH`); [`reopen`] (SIGUSR1) opens the path again, so
+//!   logrotate can rename the file and have new lines go to a fresh one.
 //! - **Levels.** A filter in the `RUST_LOG` style: a level (`info`), or
 //!   `module=level` rules (`info,pop3d::server=debug`); the longest matching
 //!   module prefix wins.
@@ -27,12 +30,14 @@
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The local syslog socket on every Linux and BSD system.
@@ -63,6 +68,8 @@ pub enum LogTarget {
     Stderr,
     /// The local syslog daemon, facility `mail`.
     Syslog,
+    /// A file, appended to; the path is [`LogSettings::file`].
+    File,
 }
 
 impl LogTarget {
@@ -89,6 +96,9 @@ pub struct LogSettings {
     pub syslog_socket: PathBuf,
     /// The flood guard's budget per kind of line and second.
     pub max_per_kind_per_sec: u32,
+    /// The log file for [`LogTarget::File`] (`--log-file`); unused by the
+    /// other targets.
+    pub file: PathBuf,
 }
 
 impl LogSettings {
@@ -100,6 +110,7 @@ impl LogSettings {
             filter: "info".to_string(),
             syslog_socket: PathBuf::from(DEFAULT_SYSLOG_SOCKET),
             max_per_kind_per_sec: DEFAULT_MAX_PER_KIND_PER_SEC,
+            file: PathBuf::new(),
         }
     }
 }
@@ -112,7 +123,13 @@ pub struct InitReport {
     /// Why the syslog socket could not be reached at start, if it could not;
     /// lines are dropped until it can (the logger keeps trying).
     pub syslog_unreachable: Option<String>,
+    /// Why the log file could not be opened at start, if it could not;
+    /// lines are dropped until a [`reopen`] succeeds.
+    pub file_unwritable: Option<String>,
 }
+
+/// The installed logger, for [`reopen`].
+static INSTALLED: OnceLock<&'static Logger> = OnceLock::new();
 
 /// Installs the logger. Call once, before anything logs; a second call
 /// fails with `Err` and changes nothing.
@@ -121,6 +138,7 @@ pub fn init(settings: &LogSettings) -> Result<InitReport, log::SetLoggerError> {
     let mut report = InitReport {
         ignored_filter_parts: ignored,
         syslog_unreachable: None,
+        file_unwritable: None,
     };
     let sink = match settings.target {
         LogTarget::Stderr => Sink::Stderr {
@@ -134,6 +152,16 @@ pub fn init(settings: &LogSettings) -> Result<InitReport, log::SetLoggerError> {
             }
             Sink::Syslog(syslog)
         }
+        LogTarget::File => {
+            let file = open_log_file(&settings.file);
+            if let Err(e) = &file {
+                report.file_unwritable = Some(format!("{}: {e}", settings.file.display()));
+            }
+            Sink::File {
+                path: settings.file.clone(),
+                file: file.ok(),
+            }
+        }
     };
     let max = filter.max();
     let logger = Logger {
@@ -143,9 +171,55 @@ pub fn init(settings: &LogSettings) -> Result<InitReport, log::SetLoggerError> {
             guard: FloodGuard::new(settings.max_per_kind_per_sec),
         }),
     };
-    log::set_logger(Box::leak(Box::new(logger)))?;
+    let logger: &'static Logger = Box::leak(Box::new(logger));
+    log::set_logger(logger)?;
+    let _ = INSTALLED.set(logger);
     log::set_max_level(max);
     Ok(report)
+}
+
+/// What [`reopen`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reopened {
+    /// The log does not go to a file (stderr, syslog): nothing to reopen.
+    NotAFile,
+    /// The file at this path is open again; new lines go to it.
+    File(PathBuf),
+}
+
+/// Opens the log file again at its configured path (SIGUSR1, after
+/// logrotate renamed it). Lines already written stay where they were; the
+/// next line goes to the file now at the path, created if missing. If it
+/// cannot be opened (permissions after dropping root, say), the old file
+/// stays in use and the error says why.
+pub fn reopen() -> io::Result<Reopened> {
+    let Some(logger) = INSTALLED.get() else {
+        return Ok(Reopened::NotAFile);
+    };
+    let mut state = match logger.state.lock() {
+        Ok(state) => state,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    match &mut state.sink {
+        Sink::File { path, file } => {
+            let fresh = open_log_file(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot reopen {}: {e}", path.display()))
+            })?;
+            *file = Some(fresh);
+            Ok(Reopened::File(path.clone()))
+        }
+        Sink::Stderr { .. } | Sink::Syslog(_) => Ok(Reopened::NotAFile),
+    }
+}
+
+/// Opens `path` for appending, creating it readable by owner and group
+/// only (log lines name users and addresses).
+fn open_log_file(path: &std::path::Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
 }
 
 /// The installed logger.
@@ -197,6 +271,9 @@ enum Sink {
     Stderr { journal: bool },
     /// The syslog socket.
     Syslog(Syslog),
+    /// A file opened for appending; `file` is `None` while it cannot be
+    /// opened (lines are dropped until a reopen works).
+    File { path: PathBuf, file: Option<File> },
 }
 
 impl Sink {
@@ -213,6 +290,16 @@ impl Sink {
                 let _ = io::stderr().lock().write_all(line.as_bytes());
             }
             Sink::Syslog(syslog) => syslog.send(level, text),
+            Sink::File { file, .. } => {
+                if let Some(file) = file {
+                    let line =
+                        format!("{} {:<5} {text}\n", utc_timestamp(SystemTime::now()), level);
+                    // One append per line: whole lines even if another
+                    // process writes to the same file. A full disk loses
+                    // the line; there is nowhere to report that.
+                    let _ = file.write_all(line.as_bytes());
+                }
+            }
         }
     }
 }

@@ -70,6 +70,8 @@ Usage:
 
 Logging options (with any of the above):
   --log-target stderr|syslog where log lines go (default: stderr; syslog with --inetd)
+  --log-file PATH            append log lines to PATH instead (also --log-target file:PATH);
+                             SIGUSR1 reopens it, for logrotate
   --log-level LEVEL          error, warn, info, debug or trace (default: RUST_LOG, else info)
 
 RUST_LOG also takes module rules, e.g. RUST_LOG=info,pop3d::server=debug.
@@ -112,6 +114,9 @@ enum Command {
 struct LogOptions {
     /// `--log-target`.
     target: Option<LogTarget>,
+    /// `--log-file PATH` or `--log-target file:PATH`: the file to append
+    /// to, which makes the target [`LogTarget::File`].
+    file: Option<PathBuf>,
     /// `--log-level`, already checked to be a level name.
     level: Option<String>,
     /// `--syslog-socket PATH`, not in the usage: tests point syslog at a
@@ -267,11 +272,21 @@ fn take_global_options(
         };
         match name.as_str() {
             "--inetd" if inline.is_none() => inetd = true,
+            "--log-file" => log.file = Some(PathBuf::from(value("a PATH")?)),
             "--log-target" => {
-                let v = value("stderr or syslog")?;
+                let v = value("stderr, syslog or file:PATH")?;
+                if let Some(path) = v.to_string_lossy().strip_prefix("file:") {
+                    if path.is_empty() {
+                        return Err(UsageError(
+                            "--log-target file: needs a PATH (file:/var/log/pop3d.log)".to_string(),
+                        ));
+                    }
+                    log.file = Some(PathBuf::from(path));
+                    continue;
+                }
                 log.target = Some(LogTarget::parse(&v.to_string_lossy()).ok_or_else(|| {
                     UsageError(format!(
-                        "unknown log target `{}` (expected stderr or syslog)",
+                        "unknown log target `{}` (expected stderr, syslog or file:PATH)",
                         v.to_string_lossy()
                     ))
                 })?);
@@ -289,6 +304,11 @@ fn take_global_options(
             "--syslog-socket" => log.syslog_socket = Some(PathBuf::from(value("a PATH")?)),
             _ => rest.push(arg),
         }
+    }
+    if log.file.is_some() && log.target.is_some() {
+        return Err(UsageError(
+            "--log-file and --log-target both say where log lines go; give one".to_string(),
+        ));
     }
     Ok((rest, log, inetd))
 }
@@ -443,8 +463,14 @@ fn init_logging(
     default_target: LogTarget,
     stderr_is_ours: bool,
 ) -> LogTarget {
-    let target = options.target.unwrap_or(default_target);
+    let target = match &options.file {
+        Some(_) => LogTarget::File,
+        None => options.target.unwrap_or(default_target),
+    };
     let mut settings = LogSettings::new(target);
+    if let Some(path) = &options.file {
+        settings.file = path.clone();
+    }
     if let Some(level) = &options.level {
         settings.filter = level.clone();
     } else if let Ok(filter) = std::env::var("RUST_LOG") {
@@ -457,6 +483,9 @@ fn init_logging(
     if let Ok(report) = logging::init(&settings) {
         for part in report.ignored_filter_parts {
             log::warn!("RUST_LOG: ignoring `{part}` (expected LEVEL or module=LEVEL)");
+        }
+        if let (Some(why), true) = (report.file_unwritable, stderr_is_ours) {
+            eprintln!("pop3d: cannot open the log file {why}; log lines are lost until SIGUSR1 reopens it");
         }
         if let (Some(why), true) = (report.syslog_unreachable, stderr_is_ours) {
             eprintln!(
@@ -852,16 +881,24 @@ mod tests {
                 &["dump-config", "a.ron", "b.ron"],
                 "unknown argument `b.ron` (dump-config takes one FILE and maybe --non-default)",
             ),
-            (&["--log-target"], "--log-target needs stderr or syslog"),
+            (&["--log-target"], "--log-target needs stderr, syslog or file:PATH"),
             (
                 &["--log-target", "file", "-c", "a.ron"],
-                "unknown log target `file` (expected stderr or syslog)",
+                "unknown log target `file` (expected stderr, syslog or file:PATH)",
             ),
             (
                 &["--log-level=loud", "-c", "a.ron"],
                 "unknown log level `loud` (expected error, warn, info, debug or trace)",
             ),
             (&["--syslog-socket"], "--syslog-socket needs a PATH"),
+            (
+                &["--log-target", "file:", "-c", "a.ron"],
+                "--log-target file: needs a PATH (file:/var/log/pop3d.log)",
+            ),
+            (
+                &["--log-file", "/l", "--log-target", "stderr", "-c", "a.ron"],
+                "--log-file and --log-target both say where log lines go; give one",
+            ),
             (&["pw", "-s", "DES"], "pw: unknown scheme `DES` (known: SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, ARGON2ID, ARGON2I, CRYPT, SSHA512, SSHA256, SSHA, CRAM-MD5, SCRAM-SHA-256, SCRAM-SHA-1, PLAIN, PLAIN.BASE64)"),
             (
                 &["uidl", "--config", "a.ron"],
@@ -895,6 +932,7 @@ mod tests {
                 target: Some(LogTarget::Syslog),
                 level: Some("debug".into()),
                 syslog_socket: None,
+                file: None,
             })
         );
         assert_eq!(
@@ -903,8 +941,21 @@ mod tests {
                 target: None,
                 level: None,
                 syslog_socket: Some("/tmp/log".into()),
+                file: None,
             })
         );
+        let to_file = || LogOptions {
+            file: Some("/var/log/pop3d.log".into()),
+            ..LogOptions::default()
+        };
+        for args in [
+            &["--log-file", "/var/log/pop3d.log", "-c", "a.ron"][..],
+            &["-c", "a.ron", "--log-file=/var/log/pop3d.log"],
+            &["--log-target", "file:/var/log/pop3d.log", "-c", "a.ron"],
+            &["--log-target=file:/var/log/pop3d.log", "-c", "a.ron"],
+        ] {
+            assert_eq!(parse_log(args), Ok(to_file()), "{args:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Running the daemon: SIGHUP reloads, graceful SIGTERM, the metrics
-//! endpoint and systemd socket activation, end to end against the real
-//! binary.
+//! endpoint, systemd socket activation and SIGUSR1's log file reopening,
+//! end to end against the real binary.
 
 mod common;
 
@@ -355,6 +355,96 @@ fn socket_activation_serves_the_socket_systemd_passes() {
         log.contains(&format!("socket activation: serving {addr}")),
         "{log}"
     );
+}
+
+/// Polls `path` until it contains `needle`; fails with what it holds.
+fn wait_for_file_text(path: &std::path::Path, needle: &str) -> String {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never said {needle:?}; it holds:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigusr1_reopens_the_log_file_after_logrotate_renamed_it() {
+    // The fixture's files; its own server is not the one under test.
+    let fixture_server = TestServer::start(fixture());
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let text = std::fs::read_to_string(config_path(&fixture_server)).unwrap();
+    let port = fixture_server.addr().port();
+    let config = fixture_server.dir().join("logfile.ron");
+    std::fs::write(
+        &config,
+        text.replace(&format!("127.0.0.1:{port}"), &addr.to_string()),
+    )
+    .unwrap();
+    let log = fixture_server.dir().join("pop3d.log");
+    let rotated = fixture_server.dir().join("pop3d.log.1");
+    let stderr = fixture_server.dir().join("logfile-stderr.log");
+    let stderr_file = std::fs::File::create(&stderr).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pop3d"))
+        .arg("--log-file")
+        .arg(&log)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(stderr_file.try_clone().unwrap())
+        .stderr(stderr_file)
+        .spawn()
+        .unwrap();
+    let kill = |child: &std::process::Child, signal: &str| {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    let before = wait_for_file_text(&log, &format!("listening on {addr}"));
+    assert!(!before.contains("bob"), "{before}");
+
+    // What logrotate does: rename, then the postrotate SIGUSR1.
+    std::fs::rename(&log, &rotated).unwrap();
+    kill(&child, "USR1");
+    wait_for_file_text(&log, "SIGUSR1: reopened the log file");
+
+    // Lines from now on go to the new file, none to the renamed one.
+    let mut c = common::Client::connect(addr);
+    c.greeting();
+    c.ok("USER bob");
+    c.err("PASS wrong");
+    c.ok("QUIT");
+    let after = wait_for_file_text(&log, "login failed user=\"bob\"");
+    assert!(!after.contains("listening on"), "{after}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains(&format!("listening on {addr}")), "{old}");
+    assert!(!old.contains("bob") && !old.contains("SIGUSR1"), "{old}");
+
+    kill(&child, "TERM");
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pop3d did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    // Nothing went to stderr: the file took every line.
+    let stray = std::fs::read_to_string(&stderr).unwrap();
+    assert!(stray.is_empty(), "{stray}");
 }
 
 fn which(tool: &str) -> Result<PathBuf, ()> {

@@ -11,6 +11,10 @@
 //! - a **path** (anything with a `/`, or ending in `.so`) loads a shared
 //!   library with [`plugin_host::load_auth`] / [`plugin_host::load_store`].
 //!
+//! A statically linked binary (musl, `crt-static`) has no dynamic loader,
+//! so there a path is refused with a message saying so
+//! ([`RegistryError::StaticallyLinked`]) instead of a loader error.
+//!
 //! Either way the plugin checks its settings in `create`, before the server
 //! starts: a typo in a field name, a passwd-file with a bad line, or a
 //! maildir root every user would share are errors here, not surprises at
@@ -34,6 +38,11 @@ const STORE_BUILTINS: &[(&str, EntryFn)] = &[
     ("maildir", pop3d_maildir::pop3d_plugin_entry),
     ("mbox", pop3d_mbox::pop3d_plugin_entry),
 ];
+
+/// Whether this binary is statically linked (the musl target, or any build
+/// with `-C target-feature=+crt-static`): dlopen cannot work in it, so
+/// plugin libraries are refused up front.
+pub const STATICALLY_LINKED: bool = cfg!(target_feature = "crt-static");
 
 /// Which of the two config sections a backend came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +110,14 @@ pub enum RegistryError {
         /// The name given.
         name: String,
     },
+    /// The name is a library path, but this binary is statically linked
+    /// and cannot load libraries.
+    StaticallyLinked {
+        /// The section.
+        kind: BackendKind,
+        /// The path given.
+        name: String,
+    },
     /// The plugin, built-in or loaded, could not be started: the library
     /// did not load or pass the ABI checks, or the plugin refused its
     /// config.
@@ -130,6 +147,17 @@ impl fmt::Display for RegistryError {
                 kind.with_article(),
                 kind.known_names().join(", ")
             ),
+            RegistryError::StaticallyLinked { kind, name } => {
+                let mut builtins = STORE_BUILTINS.to_vec();
+                builtins.extend_from_slice(AUTH_BUILTINS);
+                let names: Vec<&str> = builtins.iter().map(|&(name, _)| name).collect();
+                write!(
+                    f,
+                    "{kind}: cannot load plugin {name}: this pop3d is statically linked and cannot \
+                     load plugin libraries; use a built-in plugin ({}) or a dynamically linked build",
+                    names.join(", ")
+                )
+            }
             // The plugin's own explanation says what to fix; the host's
             // wrapping ("plugin X rejected its config (PERM_FAIL)") would
             // only repeat the name.
@@ -167,6 +195,7 @@ pub fn build_auth(section: &PluginSection) -> Result<Arc<dyn Authenticator>, Reg
     let name = section.plugin.as_str();
     let config = section.config.get_ron();
     let started = if is_path(name) {
+        refuse_if_static(KIND, name)?;
         plugin_host::load_auth(Path::new(name), config)
     } else {
         let entry = builtin_entry(KIND, name)?;
@@ -182,6 +211,7 @@ pub fn build_store(section: &PluginSection) -> Result<Arc<dyn Store>, RegistryEr
     let name = section.plugin.as_str();
     let config = section.config.get_ron();
     let started = if is_path(name) {
+        refuse_if_static(KIND, name)?;
         plugin_host::load_store(Path::new(name), config)
     } else {
         let entry = builtin_entry(KIND, name)?;
@@ -195,6 +225,18 @@ pub fn build_store(section: &PluginSection) -> Result<Arc<dyn Store>, RegistryEr
 /// built-in.
 fn is_path(name: &str) -> bool {
     name.contains('/') || name.ends_with(".so")
+}
+
+/// Refuses a library path in a statically linked binary, where dlopen
+/// would fail with an obscure loader message (or not at all, and crash).
+fn refuse_if_static(kind: BackendKind, name: &str) -> Result<(), RegistryError> {
+    if STATICALLY_LINKED {
+        return Err(RegistryError::StaticallyLinked {
+            kind,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The entry function of the built-in `name` of this kind.
@@ -356,6 +398,16 @@ mod tests {
     #[test]
     fn paths_are_loaded_as_plugin_libraries() {
         let dir = TestDir::new("registry-paths");
+        if STATICALLY_LINKED {
+            let message = store_error("(plugin: \"./libstore.so\")");
+            assert_eq!(
+                message,
+                "store: cannot load plugin ./libstore.so: this pop3d is statically linked and \
+                 cannot load plugin libraries; use a built-in plugin (maildir, mbox, \
+                 passwd-file, checkpassword) or a dynamically linked build"
+            );
+            return;
+        }
         let missing = dir.path().join("libauth.so").display().to_string();
         for name in [missing.as_str(), "./store", "libmine.so"] {
             let message = store_error(&format!("(plugin: {name:?})"));

@@ -421,6 +421,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "tls"),
+        ignore = "its configurations use TLS, which a build without the `tls` feature refuses"
+    )]
     fn non_default_dump_keeps_only_changes_and_the_backends() {
         let config = config(
             "    tls: (cert: \"/c.pem\", key: \"/k.pem\"),\n    limits: (max_per_ip: 5, idle_timeout_secs: 600),\n",

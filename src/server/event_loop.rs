@@ -353,9 +353,21 @@ impl EventLoop {
                     SIGNALS => {
                         let signalled = on_signal();
                         if signalled.reopen_logs {
-                            log::info!(
-                                "SIGUSR1: pop3d writes its log to stderr or syslog, which need no reopening; nothing to do"
-                            );
+                            // A quick open(2) on the loop: logrotate sends
+                            // this rarely, and a log line written meanwhile
+                            // must land in one file or the other, whole.
+                            match crate::logging::reopen() {
+                                Ok(crate::logging::Reopened::File(path)) => log::info!(
+                                    "SIGUSR1: reopened the log file {}",
+                                    path.display()
+                                ),
+                                Ok(crate::logging::Reopened::NotAFile) => log::info!(
+                                    "SIGUSR1: pop3d writes its log to stderr or syslog, which need no reopening; nothing to do"
+                                ),
+                                Err(e) => log::error!(
+                                    "SIGUSR1: {e}; still writing to the file opened before (is its directory writable by the user pop3d runs as?)"
+                                ),
+                            }
                         }
                         if signalled.reload {
                             self.reload();

@@ -18,7 +18,8 @@
 //! - `event_loop.rs`: accept, read, write, timers, backpressure, signals.
 //! - `worker.rs`: jobs, completions, the worker threads.
 //! - `tls.rs`: certificates and per-connection TLS state (the only file that
-//!   uses rustls).
+//!   uses rustls); `tls_disabled.rs` stands in for it when the cargo feature
+//!   `tls` is off.
 //! - `handshake.rs`: threads that do TLS handshake crypto off the loop.
 //! - `abuse.rs`: failed-login penalties and caps shared by all sessions.
 //! - `stats.rs`: counters and the Prometheus endpoint.
@@ -34,6 +35,10 @@ mod handshake;
 mod privileges;
 mod reload;
 pub mod stats;
+// The one place the `tls` feature is looked at: without it, a module with
+// the same API that refuses every certificate, so the rest of the server
+// compiles unchanged and simply never has a TLS connection.
+#[cfg_attr(not(feature = "tls"), path = "tls_disabled.rs")]
 mod tls;
 mod worker;
 
@@ -58,6 +63,12 @@ use worker::Notifier;
 
 pub use privileges::PrivilegeError;
 pub use tls::TlsError;
+/// Whether this binary can serve TLS (cargo feature `tls`); the
+/// configuration check refuses `tls` and `implicit_tls` when it cannot.
+pub use tls::TLS_BUILT;
+
+/// What a build without TLS says when a configuration asks for TLS.
+pub const NO_TLS_BUILD: &str = "this pop3d was built without TLS (cargo feature `tls`)";
 
 /// Where the configuration being served came from.
 #[derive(Debug, Clone, Copy)]

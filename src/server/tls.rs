@@ -27,6 +27,9 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
+/// This build serves TLS (see `tls_disabled.rs` for the one that does not).
+pub const TLS_BUILT: bool = true;
+
 /// TLS records one connection may hold that the socket has not taken yet
 /// (and, before the handshake ends, plaintext waiting for it). Two full
 /// records: enough to keep the socket busy, small enough for 10 000
