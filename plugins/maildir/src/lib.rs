@@ -672,6 +672,22 @@ mod tests {
         assert!(matches!(maildrop.open_message(0), Err(Error::PermFail(_))));
     }
 
+    #[test]
+    fn a_fifo_swapped_in_after_the_snapshot_neither_blocks_nor_is_served() {
+        let dir = TestDir::new("fifo");
+        let maildir = make_maildir(&dir, "alice");
+        let path = deliver(&maildir, "new", "1.msg", b"mail\n");
+        let mut maildrop = store_at(&dir).open(&user("alice")).unwrap();
+        fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opening a FIFO without a writer would hang here if it blocked.
+        assert!(matches!(maildrop.open_message(0), Err(Error::PermFail(_))));
+    }
+
     fn store_with(dir: &TestDir, extra: &str) -> MaildirStore {
         MaildirStore::create(&format!("(root: \"{}/%u\", {extra})", dir.path().display())).unwrap()
     }

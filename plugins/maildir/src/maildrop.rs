@@ -7,7 +7,7 @@ use pop3d_plugin_api::{log_debug, log_error, Error, Maildrop, MessageInfo};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -125,23 +125,25 @@ impl Drop for MaildirLock {
 /// Opens `path` for reading if it is a regular file, refusing a symlink or
 /// special file put in its place since the snapshot (a FIFO would block the
 /// worker; a symlink could point anywhere).
+///
+/// One `open` and one `fstat` of the descriptor: `O_NOFOLLOW` refuses a
+/// symlink and `O_NONBLOCK` keeps a FIFO from blocking the open, and the
+/// type is checked on what was actually opened, so nothing can be swapped
+/// in between a check and the open. (A separate `lstat` by path first would
+/// cost a second path walk per message read.)
 pub(crate) fn open_regular_file(path: &Path) -> io::Result<File> {
-    let before = fs::symlink_metadata(path)?;
-    if !before.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a regular file",
-        ));
-    }
-    let file = File::open(path)?;
-    let opened = file.metadata()?;
-    // Same device and inode: the file opened is the regular file checked,
-    // not something swapped in between the check and the open.
-    if opened.dev() != before.dev() || opened.ino() != before.ino() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "file was replaced while being opened",
-        ));
+    let not_regular = || io::Error::new(io::ErrorKind::InvalidData, "not a regular file");
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular()),
+        Err(err) => return Err(err),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
     }
     Ok(file)
 }
