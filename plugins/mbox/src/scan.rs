@@ -111,6 +111,23 @@ pub fn scan(
     parser.finish(end, &mut each)
 }
 
+/// Scans an mbox held in memory, feeding it to the parser `chunk_len`
+/// bytes at a time, so a caller (the fuzz target, tests) can check that
+/// where the chunks happen to end changes nothing. The same parser as
+/// [`scan`]; `chunk_len` 0 is taken as 1.
+pub fn scan_bytes(
+    data: &[u8],
+    chunk_len: usize,
+    variant: Variant,
+    mut each: impl FnMut(ScannedMessage),
+) -> Result<(), ScanError> {
+    let mut parser = Parser::new(0, variant);
+    for chunk in data.chunks(chunk_len.max(1)) {
+        parser.feed(chunk, &mut each)?;
+    }
+    parser.finish(data.len() as u64, &mut each)
+}
+
 /// What the first bytes of a line say about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LineKind {

@@ -439,6 +439,52 @@ fn parse(path: &Path, text: &[u8]) -> Result<UserTable, PasswdFileError> {
     })
 }
 
+/// One user a passwd-file defines, as [`parse_text`] reports it.
+#[derive(Debug, Clone)]
+pub struct ParsedUser {
+    /// The user name, exactly as on its line.
+    pub name: String,
+    /// The home directory field, when not empty.
+    pub home: Option<String>,
+    /// The stored password; `None` when its scheme is one this build
+    /// cannot check (such a user cannot log in, and the file still loads).
+    pub password: Option<StoredPassword>,
+}
+
+/// What [`parse_text`] makes of a whole file.
+#[derive(Debug, Clone)]
+pub struct ParsedFile {
+    /// Every user the file defines, sorted by name.
+    pub users: Vec<ParsedUser>,
+    /// What unknown users are checked against, so a fuzzer or a test can
+    /// see that it costs what the file's typical user costs.
+    pub dummy: StoredPassword,
+}
+
+/// Parses passwd-file text exactly as the plugin does when it loads a
+/// file, without touching the filesystem: the entry point of the `passwd`
+/// fuzz target. Errors name the file as `<text>`.
+pub fn parse_text(text: &[u8]) -> Result<ParsedFile, PasswdFileError> {
+    let table = parse(Path::new("<text>"), text)?;
+    let mut users: Vec<ParsedUser> = table
+        .users
+        .into_values()
+        .map(|entry| ParsedUser {
+            name: entry.info.name,
+            home: entry.info.home,
+            password: match entry.credential {
+                Credential::Checked(stored) => Some(stored),
+                Credential::Unsupported => None,
+            },
+        })
+        .collect();
+    users.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(ParsedFile {
+        users,
+        dummy: table.dummy,
+    })
+}
+
 /// `key=value` pairs separated by spaces; a bare `key` has an empty value
 /// (Dovecot uses those as flags, e.g. `nodelay`).
 fn parse_extra_fields(text: &str) -> Vec<(String, String)> {
