@@ -450,6 +450,25 @@ mod tests {
     }
 
     #[test]
+    fn scanning_memory_in_any_chunks_agrees_with_scanning_the_file() {
+        let data = b"\nFrom a@b Mon Jan  1 00:00:00 2024\nX-UIDL: u1\nSubject: x\n\n>From q\n\nFrom c@d Mon Jan  1 00:00:01 2024\r\n\r\nbody";
+        let from_file: Vec<ScannedMessage> = split(data, Variant::Mboxrd)
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(from_file.len(), 2);
+        for chunk_len in [0, 1, 2, 5, 7, data.len()] {
+            let mut found = Vec::new();
+            scan_bytes(data, chunk_len, Variant::Mboxrd, |m| found.push(m)).unwrap();
+            assert_eq!(found, from_file, "chunks of {chunk_len}");
+        }
+        let mut found = Vec::new();
+        let refused = scan_bytes(b"\nnot a separator\n", 3, Variant::Mboxo, |m| found.push(m));
+        assert!(matches!(refused, Err(ScanError::NotAnMbox { offset: 1 })));
+    }
+
+    #[test]
     fn parsing_table() {
         use Variant::{Mboxo, Mboxrd};
         type Case = (

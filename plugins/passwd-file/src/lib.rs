@@ -565,6 +565,25 @@ kim:{DES-CRYPT}abJnggxhB/yWI
     const DUMMY_PASSWORD: &[u8] = b"pop3d-dummy-password-for-timing";
 
     #[test]
+    fn parse_text_reports_users_sorted_with_their_passwords() {
+        let file = parse_text(
+            b"# comment\nzed:{PLAIN}pw::::/home/zed\nann:{MD5-CRYPT}$1$salt$hash\nbob:{PLAIN.BASE64}cHc=\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = file.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["ann", "bob", "zed"]);
+        assert!(
+            file.users[0].password.is_none(),
+            "MD5-CRYPT is not checkable"
+        );
+        assert!(file.users[1].password.as_ref().unwrap().verify(b"pw"));
+        assert_eq!(file.users[2].home.as_deref(), Some("/home/zed"));
+        assert_eq!(file.dummy.cost(), "PLAIN");
+        let error = parse_text(b"ann:{PLAIN}a\nann:{PLAIN}b\n").unwrap_err();
+        assert!(error.to_string().contains("<text>:2"), "{error}");
+    }
+
+    #[test]
     fn a_good_login_returns_the_users_details() {
         let dir = TestDir::new("passwd-good");
         let (passwd, _) = authenticator(&dir, SAMPLE);
