@@ -136,6 +136,12 @@ pub(crate) fn session_env(
     sasl: SaslConfig,
 ) -> Arc<SessionEnv> {
     let guard: Arc<dyn LoginGuard> = guard.clone();
+    if config.apop && !auth.supports_secrets() {
+        log::warn!(
+            "apop: true, but the auth backend cannot give back passwords, so APOP stays off; \
+             store {{PLAIN}} passwords or remove the key"
+        );
+    }
     Arc::new(SessionEnv {
         auth,
         store,
