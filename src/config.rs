@@ -76,6 +76,16 @@ pub struct Config {
     /// no authentication); off when not given.
     #[serde(default)]
     pub stats_listen: Option<SocketAddr>,
+    /// Whether the greeting carries an RFC 1939 timestamp so clients can
+    /// log in with APOP. Off by default: APOP needs the plaintext password
+    /// on the server and MD5 is weak, so it is for old clients only. Only
+    /// takes effect when the auth backend can supply secrets.
+    #[serde(default)]
+    pub apop: bool,
+    /// The name this server gives itself in APOP timestamps and CRAM-MD5
+    /// challenges (`<...@hostname>`); the system host name when not given.
+    #[serde(default)]
+    pub hostname: Option<String>,
     /// The authentication backend.
     pub auth: PluginSection,
     /// The maildrop store backend.
@@ -754,6 +764,16 @@ fn semantic_findings(config: &Config) -> Vec<Finding> {
         }
     }
 
+    if let Some(hostname) = &config.hostname {
+        if let Err(why) = check_hostname(hostname) {
+            found.push(Finding::new(
+                &["hostname"],
+                format!("hostname {hostname:?} {why}"),
+                "a host name such as \"mail.example.org\", or no `hostname` key for the system's",
+            ));
+        }
+    }
+
     for (role, section) in [
         (PluginRole::Auth, &config.auth),
         (PluginRole::Store, &config.store),
@@ -773,6 +793,50 @@ fn semantic_findings(config: &Config) -> Vec<Finding> {
     }
 
     found
+}
+
+/// Why `hostname` cannot go into a `<...@hostname>` challenge: the client
+/// digests the challenge verbatim, so a character that the server would
+/// have to drop or that ends the challenge early breaks every APOP and
+/// CRAM-MD5 login.
+fn check_hostname(hostname: &str) -> Result<(), &'static str> {
+    if hostname.is_empty() {
+        return Err("is empty");
+    }
+    if hostname
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("contains spaces or control characters");
+    }
+    if hostname.contains(['<', '>', '@']) {
+        return Err("contains '<', '>' or '@', which would end the challenge early");
+    }
+    // The challenge builder keeps only these; anything else would be
+    // dropped silently and the operator would not recognise the name.
+    if !hostname
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err("has characters other than letters, digits, '.', '-' and '_'");
+    }
+    if hostname.len() > 253 {
+        return Err("is longer than the 253 characters a host name may have");
+    }
+    Ok(())
+}
+
+/// The host name for challenges: `configured` when set, else the kernel's
+/// (`/proc/sys/kernel/hostname`), else `localhost`.
+pub fn effective_hostname(configured: Option<&str>) -> String {
+    if let Some(name) = configured {
+        return name.to_owned();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|name| check_hostname(name).is_ok())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Whether two listen addresses cannot both be bound: the same address, or a
@@ -1194,7 +1258,7 @@ mod tests {
             ),
             (
                 "    bogus: 1,\n)",
-                "pop3d.ron:4:5: unknown key `bogus` in the top level (expected one of: listen, tls, allow_plaintext_auth, workers, limits, trusted_networks, user, group, allow_root, stats_listen, auth, store)",
+                "pop3d.ron:4:5: unknown key `bogus` in the top level (expected one of: listen, tls, allow_plaintext_auth, workers, limits, trusted_networks, user, group, allow_root, stats_listen, apop, hostname, auth, store)",
             ),
             (
                 "    allow_plaintext_auth: Sometimes,\n)",
@@ -1296,6 +1360,18 @@ mod tests {
             (
                 "    stats_listen: \"0.0.0.0:9110\",\n)",
                 "pop3d.ron:4:5: stats_listen 0.0.0.0:9110 is not a loopback address: the metrics endpoint has no authentication (expected an address such as \"127.0.0.1:9110\" or \"[::1]:9110\" (scrape it through a local agent or an SSH tunnel))",
+            ),
+            (
+                "    hostname: \"mail@example.org\",\n)",
+                "pop3d.ron:4:5: hostname \"mail@example.org\" contains '<', '>' or '@', which would end the challenge early (expected a host name such as \"mail.example.org\", or no `hostname` key for the system's)",
+            ),
+            (
+                "    hostname: \"\",\n)",
+                "pop3d.ron:4:5: hostname \"\" is empty (expected a host name such as \"mail.example.org\", or no `hostname` key for the system's)",
+            ),
+            (
+                "    hostname: \"mail example\",\n)",
+                "pop3d.ron:4:5: hostname \"mail example\" contains spaces or control characters (expected a host name such as \"mail.example.org\", or no `hostname` key for the system's)",
             ),
             (
                 "    trusted_networks: [\"10.0.0.1/8\"],\n)",

@@ -105,6 +105,10 @@ impl Demo {
             group: None,
             allow_root: false,
             stats_listen: None,
+            // APOP stays off as in any default config; the demo is for
+            // trying USER/PASS and SASL.
+            apop: false,
+            hostname: None,
             auth: plugin_section("passwd-file", "path", &passwd.display().to_string())?,
             store: plugin_section("maildir", "root", &root)?,
         };

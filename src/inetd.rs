@@ -170,9 +170,11 @@ pub fn build_env(config: &Config) -> Result<Arc<SessionEnv>, InetdError> {
         store,
         auth_failure_delay: Duration::from_millis(config.limits.auth_failure_delay_ms),
         implementation: "pop3d",
-        sasl: SaslConfig::with_random_key("localhost")
-            .map_err(|e| InetdError::Io(io::Error::other(e)))?,
-        apop: false,
+        sasl: SaslConfig::with_random_key(&crate::config::effective_hostname(
+            config.hostname.as_deref(),
+        ))
+        .map_err(|e| InetdError::Io(io::Error::other(e)))?,
+        apop: config.apop,
         // Processes under inetd share no memory, so there are no failure
         // counters to keep: the delay stays fixed and only the per-connection
         // bad-command limit applies.

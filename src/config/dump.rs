@@ -406,6 +406,8 @@ mod tests {
     group: None,
     allow_root: false,
     stats_listen: None,
+    apop: false,
+    hostname: None,
     auth: (
         plugin: "passwd-file",
         config: (path: "/etc/pop3d/passwd"),

@@ -221,6 +221,13 @@ impl SaslConfig {
         self
     }
 
+    /// The same key and iteration count with another host name, for a
+    /// config reload: the host name may change, the salt key must not.
+    pub fn with_hostname(mut self, hostname: &str) -> Self {
+        self.hostname = sanitize_hostname(hostname);
+        self
+    }
+
     /// The host name as it appears in challenges and APOP timestamps.
     pub fn hostname(&self) -> &str {
         &self.hostname

@@ -573,6 +573,13 @@ impl EventLoop {
             );
             config.limits.max_connections = self.max_connections_ceiling;
         }
+        if config.apop != old.apop || config.hostname != old.hostname {
+            log::info!(
+                "SIGHUP: apop {} with host name {}; new connections use them",
+                if config.apop { "on" } else { "off" },
+                crate::config::effective_hostname(config.hostname.as_deref())
+            );
+        }
         self.guard.set_policy(Policy::from_config(&config));
         self.env = super::session_env(&config, auth, store, &self.guard, self.env.sasl.clone());
         self.settings = LoopSettings {

@@ -136,7 +136,9 @@ pub fn check_tls(files: &crate::config::TlsFiles) -> Result<(), TlsError> {
 }
 
 /// The environment of new sessions: backends, settings, and the shared
-/// login guard. Built at start and again on each SIGHUP.
+/// login guard. Built at start and again on each SIGHUP, so `apop` and
+/// `hostname` follow the config; `sasl` carries the SCRAM salt key, which
+/// must outlive reloads, and gets the configured host name here.
 pub(crate) fn session_env(
     config: &Config,
     auth: Arc<dyn Authenticator>,
@@ -145,13 +147,21 @@ pub(crate) fn session_env(
     sasl: SaslConfig,
 ) -> Arc<SessionEnv> {
     let guard: Arc<dyn LoginGuard> = guard.clone();
+    if config.apop && !auth.supports_secrets() {
+        log::warn!(
+            "apop: true, but the auth backend cannot give back passwords, so APOP stays off; \
+             store {{PLAIN}} passwords or remove the key"
+        );
+    }
     Arc::new(SessionEnv {
         auth,
         store,
         auth_failure_delay: Duration::from_millis(config.limits.auth_failure_delay_ms),
         implementation: "pop3d",
-        sasl,
-        apop: false,
+        sasl: sasl.with_hostname(&crate::config::effective_hostname(
+            config.hostname.as_deref(),
+        )),
+        apop: config.apop,
         defences: Defences {
             guard: Some(guard),
             max_bad_commands: config.limits.max_bad_commands,
@@ -237,6 +247,7 @@ pub fn run(
     ));
     // One SCRAM salt key for the life of the process (kept across SIGHUP),
     // so the salts of users with plaintext secrets stay stable.
+    // The host name is set from the config by `session_env`.
     let sasl = SaslConfig::with_random_key("localhost").map_err(std::io::Error::other)?;
     let env = session_env(config, auth, store, &guard, sasl);
 

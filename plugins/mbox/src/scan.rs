@@ -111,6 +111,23 @@ pub fn scan(
     parser.finish(end, &mut each)
 }
 
+/// Scans an mbox held in memory, feeding it to the parser `chunk_len`
+/// bytes at a time, so a caller (the fuzz target, tests) can check that
+/// where the chunks happen to end changes nothing. The same parser as
+/// [`scan`]; `chunk_len` 0 is taken as 1.
+pub fn scan_bytes(
+    data: &[u8],
+    chunk_len: usize,
+    variant: Variant,
+    mut each: impl FnMut(ScannedMessage),
+) -> Result<(), ScanError> {
+    let mut parser = Parser::new(0, variant);
+    for chunk in data.chunks(chunk_len.max(1)) {
+        parser.feed(chunk, &mut each)?;
+    }
+    parser.finish(data.len() as u64, &mut each)
+}
+
 /// What the first bytes of a line say about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LineKind {
@@ -430,6 +447,25 @@ mod tests {
                 (unquote_all(variant, raw), m)
             })
             .collect())
+    }
+
+    #[test]
+    fn scanning_memory_in_any_chunks_agrees_with_scanning_the_file() {
+        let data = b"\nFrom a@b Mon Jan  1 00:00:00 2024\nX-UIDL: u1\nSubject: x\n\n>From q\n\nFrom c@d Mon Jan  1 00:00:01 2024\r\n\r\nbody";
+        let from_file: Vec<ScannedMessage> = split(data, Variant::Mboxrd)
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(from_file.len(), 2);
+        for chunk_len in [0, 1, 2, 5, 7, data.len()] {
+            let mut found = Vec::new();
+            scan_bytes(data, chunk_len, Variant::Mboxrd, |m| found.push(m)).unwrap();
+            assert_eq!(found, from_file, "chunks of {chunk_len}");
+        }
+        let mut found = Vec::new();
+        let refused = scan_bytes(b"\nnot a separator\n", 3, Variant::Mboxo, |m| found.push(m));
+        assert!(matches!(refused, Err(ScanError::NotAnMbox { offset: 1 })));
     }
 
     #[test]

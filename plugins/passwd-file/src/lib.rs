@@ -439,6 +439,52 @@ fn parse(path: &Path, text: &[u8]) -> Result<UserTable, PasswdFileError> {
     })
 }
 
+/// One user a passwd-file defines, as [`parse_text`] reports it.
+#[derive(Debug, Clone)]
+pub struct ParsedUser {
+    /// The user name, exactly as on its line.
+    pub name: String,
+    /// The home directory field, when not empty.
+    pub home: Option<String>,
+    /// The stored password; `None` when its scheme is one this build
+    /// cannot check (such a user cannot log in, and the file still loads).
+    pub password: Option<StoredPassword>,
+}
+
+/// What [`parse_text`] makes of a whole file.
+#[derive(Debug, Clone)]
+pub struct ParsedFile {
+    /// Every user the file defines, sorted by name.
+    pub users: Vec<ParsedUser>,
+    /// What unknown users are checked against, so a fuzzer or a test can
+    /// see that it costs what the file's typical user costs.
+    pub dummy: StoredPassword,
+}
+
+/// Parses passwd-file text exactly as the plugin does when it loads a
+/// file, without touching the filesystem: the entry point of the `passwd`
+/// fuzz target. Errors name the file as `<text>`.
+pub fn parse_text(text: &[u8]) -> Result<ParsedFile, PasswdFileError> {
+    let table = parse(Path::new("<text>"), text)?;
+    let mut users: Vec<ParsedUser> = table
+        .users
+        .into_values()
+        .map(|entry| ParsedUser {
+            name: entry.info.name,
+            home: entry.info.home,
+            password: match entry.credential {
+                Credential::Checked(stored) => Some(stored),
+                Credential::Unsupported => None,
+            },
+        })
+        .collect();
+    users.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(ParsedFile {
+        users,
+        dummy: table.dummy,
+    })
+}
+
 /// `key=value` pairs separated by spaces; a bare `key` has an empty value
 /// (Dovecot uses those as flags, e.g. `nodelay`).
 fn parse_extra_fields(text: &str) -> Vec<(String, String)> {
@@ -517,6 +563,25 @@ kim:{DES-CRYPT}abJnggxhB/yWI
     /// The dummy password compared against for unknown users of SAMPLE,
     /// where PLAIN is the most common scheme.
     const DUMMY_PASSWORD: &[u8] = b"pop3d-dummy-password-for-timing";
+
+    #[test]
+    fn parse_text_reports_users_sorted_with_their_passwords() {
+        let file = parse_text(
+            b"# comment\nzed:{PLAIN}pw::::/home/zed\nann:{MD5-CRYPT}$1$salt$hash\nbob:{PLAIN.BASE64}cHc=\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = file.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["ann", "bob", "zed"]);
+        assert!(
+            file.users[0].password.is_none(),
+            "MD5-CRYPT is not checkable"
+        );
+        assert!(file.users[1].password.as_ref().unwrap().verify(b"pw"));
+        assert_eq!(file.users[2].home.as_deref(), Some("/home/zed"));
+        assert_eq!(file.dummy.cost(), "PLAIN");
+        let error = parse_text(b"ann:{PLAIN}a\nann:{PLAIN}b\n").unwrap_err();
+        assert!(error.to_string().contains("<text>:2"), "{error}");
+    }
 
     #[test]
     fn a_good_login_returns_the_users_details() {
