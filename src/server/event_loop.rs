@@ -1245,7 +1245,11 @@ impl EventLoop {
                     .push(Reverse((deadline, slot, generation, TimerKind::Idle as u8)));
                 continue;
             }
-            log::info!("session={:08x} closing idle connection from {}", conn.id, conn.peer);
+            log::info!(
+                "session={:08x} closing idle connection from {}",
+                conn.id,
+                conn.peer
+            );
             send_best_effort(conn, canned::IDLE_TIMEOUT);
             self.close(slot, "idle timeout");
         }
