@@ -21,11 +21,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+#[path = "support/plugin_build.rs"]
+mod plugin_build;
+use plugin_build::{build_c, rust_plugin, Scratch};
 
 /// Longest any read or start-up may take before the test fails: a guard
 /// against a hung server, not a speed assertion.
@@ -33,26 +33,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------- support
 
-/// A scratch directory removed when the test ends.
-struct Scratch(PathBuf);
-
 impl Scratch {
-    fn new(name: &str) -> Scratch {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "pop3d-plugin-e2e-{}-{}-{name}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
     /// Writes an executable shell script.
     fn script(&self, name: &str, body: &str) -> PathBuf {
         let path = self.path(name);
@@ -62,73 +43,9 @@ impl Scratch {
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Builds the Rust plugin libraries (once per run) and returns the path of
-/// `lib<name>.so`, built with the profile of this test binary.
-fn rust_plugin(library: &str) -> PathBuf {
-    static LIBS_DIR: OnceLock<PathBuf> = OnceLock::new();
-    let libs_dir = LIBS_DIR.get_or_init(|| {
-        // This binary is <target>/<profile>/deps/plugins_e2e-<hash>.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        // A target directory of their own: built alone, the plugin crates
-        // get other features of shared dependencies (serde) than in the
-        // workspace build, and rebuilding them in place would overwrite
-        // rlibs that pop3d's tests and doctests link against.
-        let libs_target = profile_dir.parent().unwrap().join("plugin-libs");
-        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
-            "debug" => "dev".to_string(),
-            other => other.to_string(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--profile", &profile])
-            .args([
-                "-p",
-                "pop3d-maildir",
-                "-p",
-                "dir-store",
-                "-p",
-                "panicky-store",
-            ])
-            .arg("--target-dir")
-            .arg(&libs_target)
-            .current_dir(REPO)
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the plugin libraries failed");
-        libs_target.join(profile_dir.file_name().unwrap())
-    });
-    let path = libs_dir.join(library);
-    assert!(path.exists(), "{} was not built", path.display());
-    path
-}
-
 /// Compiles the C example auth plugin against the SDK header.
 fn c_static_auth(dir: &Scratch) -> PathBuf {
-    let output = dir.path("libstatic_auth.so");
-    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-    let result = Command::new(&compiler)
-        .args([
-            "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-        ])
-        .arg(format!("-I{REPO}/plugins/api/include"))
-        .arg("-o")
-        .arg(&output)
-        .arg(Path::new(REPO).join("plugins/examples/c-static-auth/static_auth.c"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C compiler `{compiler}`: {e}"));
-    assert!(
-        result.status.success(),
-        "compiling static_auth.c failed:\n{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    output
+    build_c(dir, "c-static-auth/static_auth.c", "libstatic_auth.so", &[])
 }
 
 /// A RON string literal for `path`.
