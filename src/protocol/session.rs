@@ -293,6 +293,26 @@ impl Session {
         matches!(self.state, State::Transaction(_))
     }
 
+    /// Whether handling `line` may take long: a password check (hashes
+    /// are slow on purpose), opening a maildrop, or an UPDATE that deletes
+    /// files (one that deletes nothing only releases the lock). A worker sends out the replies it has ready before it starts
+    /// such a line, so they do not wait behind it.
+    pub fn may_block_on(&self, line: &[u8]) -> bool {
+        let keyword = line.get(..4).unwrap_or(line);
+        match &self.state {
+            State::Authorization(authorization) => {
+                authorization.sasl.is_some()
+                    || [&b"PASS"[..], b"APOP", b"AUTH"]
+                        .iter()
+                        .any(|slow| keyword.eq_ignore_ascii_case(slow))
+            }
+            State::Transaction(transaction) => {
+                transaction.deleted_count > 0 && keyword.eq_ignore_ascii_case(b"QUIT")
+            }
+            State::Finished => false,
+        }
+    }
+
     /// Handles one command line (CRLF removed), appending the reply.
     pub fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Directive {
         // During an AUTH exchange the line is the client's SASL response,

@@ -445,6 +445,47 @@ mod tests {
         assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [9 - 1]);
     }
 
+    /// A name with `,S=` and `,W=` is trusted with its cached size without
+    /// a `stat`: after the first open the file is rewritten (another length,
+    /// another mtime, no final newline any more) and the second open still
+    /// reports the cached size. A cache line that disagrees with the name's
+    /// `,S=` is not trusted: the file is measured again.
+    #[test]
+    fn sizes_of_files_named_with_s_and_w_are_trusted_from_the_cache() {
+        let dir = TestDir::new("named");
+        let maildir = make_maildir(&dir, "alice");
+        let path = deliver(
+            &maildir,
+            "cur",
+            "1.host,S=4,W=6:2,S",
+            b"a
+b
+",
+        );
+        let store = store_at(&dir);
+        assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6]);
+
+        fs::write(&path, b"ab").unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6]);
+
+        let cache_path = maildir.join(SIZE_CACHE_NAME);
+        let cache = fs::read_to_string(&cache_path).unwrap();
+        fs::write(
+            &cache_path,
+            cache.replace("1.host,S=4,W=6 4 ", "1.host,S=4,W=6 3 "),
+        )
+        .unwrap();
+        // Measured now: the W= hint plus the CRLF after the unterminated line.
+        assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6 + 2]);
+    }
+
     #[test]
     fn a_corrupt_cache_is_ignored_and_rewritten() {
         let dir = TestDir::new("corrupt");
