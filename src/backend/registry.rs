@@ -435,7 +435,7 @@ mod tests {
         assert_eq!(
             store_error("(plugin: \"maildir\", config: (root: \"/m/%u\", rot: \"x\"))"),
             "store maildir: config: unknown field `rot`, expected one of `root`, \
-             `uidl_format`, `move_new_to_cur`"
+             `uidl_format`, `move_new_to_cur`, `listing_cache_messages`"
         );
         assert_eq!(
             auth_error("(plugin: \"passwd-file\", config: (file: \"/etc/passwd\"))"),

@@ -30,7 +30,14 @@
 //!    the SDK's [`WireSize`](pop3d_plugin_api::WireSize) rule). Either
 //!    result is kept in `pop3d-sizes` in the maildir, valid while the
 //!    file's size and mtime stay the same, so a login to a large maildrop
-//!    costs a `stat` per message, not a read.
+//!    costs a `stat` per message, not a read. A name with both `,S=` and
+//!    `,W=` is trusted with its cached size without the `stat`: maildir
+//!    files are not rewritten in place.
+//!
+//! When every size came from names, the snapshot is kept in memory (up to
+//! `listing_cache_messages` messages over all maildirs) and the next login
+//! reuses it as long as `cur/` and `new/` have the mtimes they had: such a
+//! login lists and sizes nothing. See `listing_cache.rs`.
 //!
 //! Unique ids are the file's base name (the part before `:`), which survives
 //! the `new/` to `cur/` move and flag changes made by other mail programs.
@@ -58,9 +65,11 @@
 //!   unique ids.
 //! - `uidl.rs`: the `uidl_format` template and the `dovecot-uidlist`
 //!   reader.
+//! - `listing_cache.rs`: snapshots kept between sessions.
 //! - `maildrop.rs`: the lock, the open maildrop, message readers, commit.
 #![deny(unsafe_code)]
 
+mod listing_cache;
 mod maildrop;
 mod snapshot;
 mod template;
@@ -71,12 +80,16 @@ pub use snapshot::unique_ids;
 pub use template::{MaildirConfigError, RootTemplate};
 pub use uidl::{UidlFormat, UidlFormatError};
 
+use listing_cache::{ListingCache, ListingStamp, SharedSnapshot};
+use maildrop::directory_time;
 use maildrop::{MaildirLock, OpenMaildirs};
 use pop3d_plugin_api::{export_store_plugin, log_debug, Error, StorePlugin, UserInfo};
 use serde::Deserialize;
-use snapshot::{take_snapshot, Snapshot};
+use snapshot::take_snapshot;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 /// The `config` section of a maildir store.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -97,6 +110,16 @@ pub struct MaildirConfig {
     /// server sharing the maildir still shows them as new.
     #[serde(default)]
     pub move_new_to_cur: bool,
+    /// How many messages, over all maildirs, the store keeps listed
+    /// between sessions, so a login to a maildir that has not changed
+    /// since lists and sizes nothing (see `listing_cache.rs`); 0 turns
+    /// this off. About 200 bytes per message.
+    #[serde(default = "default_listing_cache_messages")]
+    pub listing_cache_messages: usize,
+}
+
+fn default_listing_cache_messages() -> usize {
+    20_000
 }
 
 impl MaildirConfig {
@@ -106,6 +129,7 @@ impl MaildirConfig {
             root: root.into(),
             uidl_format: default_uidl_format(),
             move_new_to_cur: false,
+            listing_cache_messages: default_listing_cache_messages(),
         }
     }
 }
@@ -145,6 +169,8 @@ pub struct MaildirStore {
     move_new_to_cur: bool,
     /// Maildirs held by open sessions of this store.
     open_maildirs: OpenMaildirs,
+    /// Snapshots of unchanged maildirs, for the next login.
+    listing_cache: ListingCache,
 }
 
 impl MaildirStore {
@@ -156,12 +182,63 @@ impl MaildirStore {
             uidl_format: UidlFormat::parse(&config.uidl_format).map_err(ConfigError::UidlFormat)?,
             move_new_to_cur: config.move_new_to_cur,
             open_maildirs: OpenMaildirs::default(),
+            listing_cache: ListingCache::new(config.listing_cache_messages),
         })
     }
 
     /// The maildir `user`'s mail is in (it may not exist).
     pub fn maildir_of(&self, user: &UserInfo) -> Result<PathBuf, Error> {
         self.root.expand(user)
+    }
+}
+
+impl MaildirStore {
+    /// The snapshot of a locked, existing maildir: the one kept from an
+    /// earlier session if no directory changed since, else a new listing.
+    fn snapshot_of(
+        &self,
+        maildir: &Path,
+        lock: &MaildirLock,
+        user: &UserInfo,
+    ) -> Result<Arc<SharedSnapshot>, Error> {
+        let stamp = ListingStamp {
+            cur: lock.cur_time,
+            new: lock.new_time,
+            // `dovecot-uidlist` and pop3d's cutoff file live here.
+            maildir: if self.uidl_format.is_base_name() {
+                None
+            } else {
+                directory_time(maildir)?
+            },
+        };
+        if let Some(kept) = self.listing_cache.get(maildir, &stamp) {
+            log_debug!(
+                "maildir: opened {} for {}: {} messages, as listed before (no directory changed)",
+                maildir.display(),
+                user.name,
+                kept.messages.len()
+            );
+            return Ok(kept);
+        }
+        let listed_at = SystemTime::now();
+        let snapshot = take_snapshot(maildir, &self.uidl_format)?;
+        log_debug!(
+            "maildir: opened {} for {}: {} messages, {} sizes read from files",
+            maildir.display(),
+            user.name,
+            snapshot.messages.len(),
+            snapshot.sizes_computed
+        );
+        let shared = Arc::new(SharedSnapshot {
+            messages: snapshot.messages,
+            files: snapshot.files,
+        });
+        if snapshot.sized_by_names_only {
+            self.listing_cache.offer(maildir, stamp, listed_at, &shared);
+        } else {
+            self.listing_cache.forget(maildir);
+        }
+        Ok(shared)
     }
 }
 
@@ -177,20 +254,13 @@ impl StorePlugin for MaildirStore {
         let maildir = self.root.expand(user)?;
         let lock = MaildirLock::acquire(&self.open_maildirs, &maildir)?;
         let snapshot = if lock.file.is_some() {
-            take_snapshot(&maildir, &self.uidl_format)?
+            self.snapshot_of(&maildir, &lock, user)?
         } else {
             // No maildir (or no cur/ and new/ in it): the user has no mail
             // yet. Nothing is created, so a typo in the root cannot litter
             // the disk.
-            Snapshot::default()
+            Arc::default()
         };
-        log_debug!(
-            "maildir: opened {} for {}: {} messages, {} sizes read from files",
-            maildir.display(),
-            user.name,
-            snapshot.messages.len(),
-            snapshot.sizes_computed
-        );
         Ok(MaildirMaildrop::new(
             maildir,
             snapshot,
@@ -330,7 +400,7 @@ mod tests {
         assert_eq!(
             create_error("(root: \"/m/%u\", rot: \"x\")"),
             "config: unknown field `rot`, expected one of `root`, `uidl_format`, \
-             `move_new_to_cur`"
+             `move_new_to_cur`, `listing_cache_messages`"
         );
         let shared = create_error("(root: \"/var/mail/shared\")");
         assert!(shared.contains("share one maildrop"), "{shared}");
@@ -484,6 +554,124 @@ b
         .unwrap();
         // Measured now: the W= hint plus the CRLF after the unterminated line.
         assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6 + 2]);
+    }
+
+    /// Sets the mtime of `dir` to `age` ago.
+    fn age_directory(dir: &Path, age: std::time::Duration) {
+        File::open(dir)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    }
+
+    /// A login to a maildir whose directories have not changed reuses the
+    /// last listing: a file slipped into `new/` with the directory's mtime
+    /// put back is not seen, which only a reused listing can explain; once
+    /// the mtime moves, it is.
+    #[test]
+    fn an_unchanged_maildir_is_not_listed_again() {
+        let dir = TestDir::new("reuse");
+        let maildir = make_maildir(&dir, "alice");
+        deliver(&maildir, "cur", "1.host,S=4,W=6:2,S", b"a\nb\n");
+        deliver(&maildir, "new", "2.host,S=2,W=3", b"c\n");
+        let ten_seconds = std::time::Duration::from_secs(10);
+        for sub in ["cur", "new"] {
+            age_directory(&maildir.join(sub), ten_seconds);
+        }
+        let old_new_mtime = fs::metadata(maildir.join("new"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let store = store_at(&dir);
+        // The first open sizes the files (and fills `pop3d-sizes`); the
+        // second finds every size by name and keeps its listing.
+        assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6, 3]);
+        assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6, 3]);
+
+        deliver(&maildir, "new", "3.host,S=2,W=3", b"d\n");
+        File::open(maildir.join("new"))
+            .unwrap()
+            .set_modified(old_new_mtime)
+            .unwrap();
+        assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6, 3]);
+
+        age_directory(&maildir.join("new"), std::time::Duration::from_secs(5));
+        assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6, 3, 3]);
+    }
+
+    /// Listings that could miss a change are not kept: one made right after
+    /// a directory changed (a coarse mtime could hide the next change), and
+    /// one with a file sized by a `stat` (rewriting it changes no
+    /// directory). The same slipped-in file is then seen at once.
+    #[test]
+    fn listings_that_could_miss_a_change_are_not_reused() {
+        let dir = TestDir::new("noreuse");
+        let fresh = make_maildir(&dir, "fresh");
+        deliver(&fresh, "new", "1.host,S=2,W=3", b"c\n");
+        let unnamed = make_maildir(&dir, "unnamed");
+        deliver(&unnamed, "new", "1.plain", b"c\n");
+        age_directory(&unnamed.join("new"), std::time::Duration::from_secs(10));
+        age_directory(&unnamed.join("cur"), std::time::Duration::from_secs(10));
+        let store = store_at(&dir);
+        for (name, maildir) in [("fresh", &fresh), ("unnamed", &unnamed)] {
+            assert_eq!(sizes(&store.open(&user(name)).unwrap()), [3], "{name}");
+            assert_eq!(sizes(&store.open(&user(name)).unwrap()), [3], "{name}");
+            let mtime = fs::metadata(maildir.join("new"))
+                .unwrap()
+                .modified()
+                .unwrap();
+            deliver(maildir, "new", "2.host,S=2,W=3", b"d\n");
+            File::open(maildir.join("new"))
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
+            assert_eq!(sizes(&store.open(&user(name)).unwrap()), [3, 3], "{name}");
+        }
+        // Off: nothing is reused even when it could be.
+        let off = store_with(&dir, "listing_cache_messages: 0");
+        let quiet = make_maildir(&dir, "quiet");
+        deliver(&quiet, "new", "1.host,S=2,W=3", b"c\n");
+        age_directory(&quiet.join("new"), std::time::Duration::from_secs(10));
+        age_directory(&quiet.join("cur"), std::time::Duration::from_secs(10));
+        assert_eq!(sizes(&off.open(&user("quiet")).unwrap()), [3]);
+        assert_eq!(sizes(&off.open(&user("quiet")).unwrap()), [3]);
+        let mtime = fs::metadata(quiet.join("new")).unwrap().modified().unwrap();
+        deliver(&quiet, "new", "2.host,S=2,W=3", b"d\n");
+        File::open(quiet.join("new"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(sizes(&off.open(&user("quiet")).unwrap()), [3, 3]);
+    }
+
+    /// A reused listing is shared, not changed: deleting in one session is
+    /// seen by the next (the deletion changes the directory), and a file
+    /// another program moved is still found and deleted.
+    #[test]
+    fn deletions_and_moves_work_on_a_reused_listing() {
+        let dir = TestDir::new("reusedel");
+        let maildir = make_maildir(&dir, "alice");
+        deliver(&maildir, "new", "1.host,S=2,W=3", b"a\n");
+        deliver(&maildir, "new", "2.host,S=2,W=3", b"b\n");
+        for sub in ["cur", "new"] {
+            age_directory(&maildir.join(sub), std::time::Duration::from_secs(10));
+        }
+        let store = store_at(&dir);
+        drop(store.open(&user("alice")).unwrap());
+        drop(store.open(&user("alice")).unwrap());
+        let mut maildrop = store.open(&user("alice")).unwrap();
+        // Moved to cur/ by an IMAP server while the session is open.
+        fs::rename(
+            maildir.join("new/1.host,S=2,W=3"),
+            maildir.join("cur/1.host,S=2,W=3:2,S"),
+        )
+        .unwrap();
+        assert_eq!(read_all(&mut maildrop, 0).unwrap(), b"a\n");
+        maildrop.commit(&[0]).unwrap();
+        assert_eq!(
+            uids(&store.open(&user("alice")).unwrap()),
+            ["2.host,S=2,W=3"]
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! serves, message readers, and the deletions of the UPDATE state.
 
 use crate::io_failure;
-use crate::snapshot::{base_name, list_message_files, MessageFile, Snapshot};
+use crate::listing_cache::{dir_time, DirTime, SharedSnapshot};
+use crate::snapshot::{base_name, list_message_files, MessageFile};
 use pop3d_plugin_api::{log_debug, log_error, Error, Maildrop, MessageInfo};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -40,6 +41,11 @@ pub(crate) struct MaildirLock {
     /// lock. `None` when there is no maildir yet (no `cur/` or `new/`):
     /// there is nothing on disk to protect, and nothing is created.
     pub(crate) file: Option<File>,
+    /// The mtimes of `cur/` and `new/`, read before the lock was taken
+    /// (the look that decides whether there is a maildir at all), for
+    /// reusing a kept snapshot.
+    pub(crate) cur_time: DirTime,
+    pub(crate) new_time: DirTime,
 }
 
 impl MaildirLock {
@@ -58,10 +64,14 @@ impl MaildirLock {
             open_maildirs: Arc::clone(open_maildirs),
             maildir: maildir.to_path_buf(),
             file: None,
+            cur_time: None,
+            new_time: None,
         };
+        lock.cur_time = directory_time(&maildir.join("cur"))?;
+        lock.new_time = directory_time(&maildir.join("new"))?;
         // A directory without `cur/` and `new/` holds no mail yet: nothing
         // on disk needs protecting, and nothing is created in it.
-        if !is_directory(&maildir.join("cur"))? && !is_directory(&maildir.join("new"))? {
+        if lock.cur_time.is_none() && lock.new_time.is_none() {
             return Ok(lock);
         }
         let lock_path = maildir.join(LOCK_FILE_NAME);
@@ -99,13 +109,14 @@ impl MaildirLock {
     }
 }
 
-/// Whether `path` is a directory; missing is `false`, but a path that
-/// cannot be looked at is an error, so a maildir the server may not read is
-/// reported rather than shown as empty.
-fn is_directory(path: &Path) -> Result<bool, Error> {
+/// The mtime of `path` if it is a directory; missing (or not a directory)
+/// is `None`, but a path that cannot be looked at is an error, so a maildir
+/// the server may not read is reported rather than shown as empty.
+pub(crate) fn directory_time(path: &Path) -> Result<DirTime, Error> {
     match fs::metadata(path) {
-        Ok(metadata) => Ok(metadata.is_dir()),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Ok(metadata) if metadata.is_dir() => Ok(dir_time(&metadata)),
+        Ok(_) => Ok(None),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(io_failure(
             &format!("cannot look at {}", path.display()),
             &err,
@@ -166,10 +177,12 @@ fn find_by_base(maildir: &Path, base: &[u8]) -> Result<Option<PathBuf>, Error> {
 pub struct MaildirMaildrop {
     /// The maildir, for finding moved files again.
     maildir: PathBuf,
-    /// Sizes and unique ids, in message-number order.
-    messages: Vec<MessageInfo>,
-    /// The file behind each message, same order.
-    files: Vec<MessageFile>,
+    /// Sizes, unique ids and files, in message-number order; possibly
+    /// shared with other sessions (see [`crate::listing_cache`]).
+    snapshot: Arc<SharedSnapshot>,
+    /// Where files of the snapshot were found after another program moved
+    /// them, by message index (the shared snapshot is never changed).
+    moved: HashMap<usize, PathBuf>,
     /// Whether commit moves the messages it keeps from `new/` to `cur/`.
     move_new_to_cur: bool,
     /// Held for the life of the maildrop; released on drop.
@@ -179,14 +192,14 @@ pub struct MaildirMaildrop {
 impl MaildirMaildrop {
     pub(crate) fn new(
         maildir: PathBuf,
-        snapshot: Snapshot,
+        snapshot: Arc<SharedSnapshot>,
         lock: MaildirLock,
         move_new_to_cur: bool,
     ) -> MaildirMaildrop {
         MaildirMaildrop {
             maildir,
-            messages: snapshot.messages,
-            files: snapshot.files,
+            snapshot,
+            moved: HashMap::new(),
             move_new_to_cur,
             _lock: lock,
         }
@@ -197,15 +210,17 @@ impl Maildrop for MaildirMaildrop {
     type Reader = MessageFileReader;
 
     fn messages(&self) -> &[MessageInfo] {
-        &self.messages
+        &self.snapshot.messages
     }
 
     fn open_message(&mut self, index: usize) -> Result<MessageFileReader, Error> {
         let maildir = &self.maildir;
         let file = self
+            .snapshot
             .files
-            .get_mut(index)
+            .get(index)
             .ok_or_else(|| Error::NotFound(format!("no message {}", index + 1)))?;
+        let path = self.moved.get(&index).unwrap_or(&file.path);
         let gone = || {
             Error::NotFound(format!(
                 "message {} ({}) was deleted by another program",
@@ -213,27 +228,21 @@ impl Maildrop for MaildirMaildrop {
                 String::from_utf8_lossy(&file.base)
             ))
         };
-        let opened = match open_regular_file(&file.path) {
+        let (opened, path) = match open_regular_file(path) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 let Some(moved_to) = find_by_base(maildir, &file.base)? else {
                     return Err(gone());
                 };
                 let reopened = open_regular_file(&moved_to);
-                file.path = moved_to;
-                reopened
+                self.moved.insert(index, moved_to.clone());
+                (reopened, moved_to)
             }
-            other => other,
+            other => (other, path.clone()),
         };
         match opened {
-            Ok(opened) => Ok(MessageFileReader {
-                file: opened,
-                path: file.path.clone(),
-            }),
+            Ok(opened) => Ok(MessageFileReader { file: opened, path }),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Err(gone()),
-            Err(err) => Err(io_failure(
-                &format!("cannot open {}", file.path.display()),
-                &err,
-            )),
+            Err(err) => Err(io_failure(&format!("cannot open {}", path.display()), &err)),
         }
     }
 
@@ -245,15 +254,16 @@ impl Maildrop for MaildirMaildrop {
         // many files moved by another program cost one listing, not one each.
         let mut current_locations: Option<HashMap<Vec<u8>, PathBuf>> = None;
         for &index in indices {
-            let Some(file) = self.files.get(index) else {
+            let Some(file) = self.snapshot.files.get(index) else {
                 log_error!(
                     "maildir: asked to delete message {} of {}, which does not exist",
                     index + 1,
-                    self.files.len()
+                    self.snapshot.files.len()
                 );
                 continue;
             };
-            let err = match fs::remove_file(&file.path) {
+            let path = self.path_of(index, file);
+            let err = match fs::remove_file(path) {
                 Ok(()) => {
                     deleted_bytes += file.quota_size;
                     deleted_count += 1;
@@ -262,7 +272,7 @@ impl Maildrop for MaildirMaildrop {
                 Err(err) => err,
             };
             if err.kind() != io::ErrorKind::NotFound {
-                failures.push((file.path.clone(), err));
+                failures.push((path.to_path_buf(), err));
                 continue;
             }
             let locations = current_locations.get_or_insert_with(|| locate_all(&self.maildir));
@@ -280,7 +290,7 @@ impl Maildrop for MaildirMaildrop {
                 },
                 None => log_debug!(
                     "maildir: {} was already deleted by another program",
-                    file.path.display()
+                    path.display()
                 ),
             }
         }
@@ -309,21 +319,26 @@ impl Maildrop for MaildirMaildrop {
 }
 
 impl MaildirMaildrop {
+    /// Where the file of message `index` was last seen.
+    fn path_of<'a>(&'a self, index: usize, file: &'a MessageFile) -> &'a Path {
+        self.moved.get(&index).unwrap_or(&file.path)
+    }
+
     /// Moves the messages of the snapshot that are still in `new/` and
     /// not in `deleted` to `cur/`, as `<name>:2,`: a mail client has now
     /// seen them. A failure is logged; the message stays where it was.
     fn move_kept_to_cur(&self, deleted: &[usize]) {
         let cur = self.maildir.join("cur");
-        for (index, file) in self.files.iter().enumerate() {
+        for (index, file) in self.snapshot.files.iter().enumerate() {
             if deleted.binary_search(&index).is_ok() {
                 continue;
             }
-            let in_new = file
-                .path
+            let path = self.path_of(index, file);
+            let in_new = path
                 .parent()
                 .and_then(Path::file_name)
                 .is_some_and(|dir| dir == "new");
-            let Some(name) = file.path.file_name() else {
+            let Some(name) = path.file_name() else {
                 continue;
             };
             if !in_new {
@@ -341,18 +356,18 @@ impl MaildirMaildrop {
             if target.exists() {
                 log_error!(
                     "maildir: not moving {} to cur/: {} exists",
-                    file.path.display(),
+                    path.display(),
                     target.display()
                 );
                 continue;
             }
-            match fs::rename(&file.path, &target) {
+            match fs::rename(path, &target) {
                 Ok(()) => {}
                 // Moved or deleted by another program meanwhile.
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => log_error!(
                     "maildir: cannot move {} to {}: {err}",
-                    file.path.display(),
+                    path.display(),
                     target.display()
                 ),
             }

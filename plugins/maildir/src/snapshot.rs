@@ -42,6 +42,11 @@ pub(crate) struct Snapshot {
     pub(crate) files: Vec<MessageFile>,
     /// How many files had to be read to learn their size (for the log).
     pub(crate) sizes_computed: usize,
+    /// Whether every size came from a file's name (`,S=` and `,W=`) and the
+    /// cache, with no `stat` of a file: then nothing but a change to a
+    /// directory can change this snapshot, which is what lets a later
+    /// session reuse it (see [`crate::listing_cache`]).
+    pub(crate) sized_by_names_only: bool,
 }
 
 /// A file found in `cur/` or `new/`, before it is sized.
@@ -81,15 +86,22 @@ pub(crate) fn take_snapshot(maildir: &Path, uidl_format: &UidlFormat) -> Result<
     }
     found.sort_by(|a, b| (a.delivered, &a.base, &a.name).cmp(&(b.delivered, &b.base, &b.name)));
 
+    let listed = found.len();
     let mut cache = SizeCache::load(maildir);
     let mut sizes_computed = 0;
+    let mut sized_by_names = 0;
     let mut files = Vec::with_capacity(found.len());
     let mut wire_sizes = Vec::with_capacity(found.len());
     for entry in found {
         let (wire_size, file_len) = {
             match size_from_cache_or_file(&entry, &mut cache) {
-                Ok((wire_size, computed, file_len)) => {
-                    sizes_computed += usize::from(computed);
+                Ok(Sized {
+                    wire_size,
+                    file_len,
+                    how,
+                }) => {
+                    sizes_computed += usize::from(how == SizedBy::ReadingTheFile);
+                    sized_by_names += usize::from(how == SizedBy::Name);
                     (wire_size, file_len)
                 }
                 // Deleted by another program since the listing: it is
@@ -123,6 +135,7 @@ pub(crate) fn take_snapshot(maildir: &Path, uidl_format: &UidlFormat) -> Result<
         .map(|(uid, wire_size)| MessageInfo { wire_size, uid })
         .collect();
     Ok(Snapshot {
+        sized_by_names_only: sized_by_names == listed && sized_by_names == files.len(),
         messages,
         files,
         sizes_computed,
@@ -211,10 +224,29 @@ fn size_hint(base: &[u8], field: &[u8; 3]) -> Option<u64> {
     None
 }
 
+/// How [`size_from_cache_or_file`] learned a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SizedBy {
+    /// The name's `,S=` and `,W=` and the cache: no system call.
+    Name,
+    /// The cache, after a `stat` showed the file unchanged.
+    StampedCache,
+    /// Reading the file (then cached).
+    ReadingTheFile,
+}
+
+/// A message file's sizes.
+struct Sized {
+    /// Octets on the wire (CRLF line ends, before dot-stuffing).
+    wire_size: u64,
+    /// Bytes in the file.
+    file_len: u64,
+    how: SizedBy,
+}
+
 /// The wire size of `entry`, from the cache when the file's size and mtime
-/// match, else by reading the file (and then cached). The flag says whether
-/// the file was read; the last value is the file's size.
-fn size_from_cache_or_file(entry: &Found, cache: &mut SizeCache) -> io::Result<(u64, bool, u64)> {
+/// match, else by reading the file (and then cached).
+fn size_from_cache_or_file(entry: &Found, cache: &mut SizeCache) -> io::Result<Sized> {
     // Maildir files are never rewritten in place, and a name carrying both
     // `,S=` and `,W=` was given by a deliverer that measured the file. For
     // those the cache is trusted on the name alone: a login then costs no
@@ -223,14 +255,22 @@ fn size_from_cache_or_file(entry: &Found, cache: &mut SizeCache) -> io::Result<(
         (wire_size_hint(&entry.base), size_hint(&entry.base, b",S="))
     {
         if let Some(wire_size) = cache.lookup_named(&entry.base, file_len, wire_hint) {
-            return Ok((wire_size, false, file_len));
+            return Ok(Sized {
+                wire_size,
+                file_len,
+                how: SizedBy::Name,
+            });
         }
     }
     // Does not follow symlinks, like `fs::symlink_metadata`.
     let metadata = entry.dir_entry.metadata()?;
     let stamp = FileStamp::of(&metadata);
     if let Some(wire_size) = cache.lookup(&entry.base, stamp) {
-        return Ok((wire_size, false, metadata.len()));
+        return Ok(Sized {
+            wire_size,
+            file_len: metadata.len(),
+            how: SizedBy::StampedCache,
+        });
     }
     let mut file = open_regular_file(&entry.dir_entry.path())?;
     let wire_size = match wire_size_hint(&entry.base) {
@@ -238,7 +278,11 @@ fn size_from_cache_or_file(entry: &Found, cache: &mut SizeCache) -> io::Result<(
         None => wire_size_of_reader(file)?,
     };
     cache.insert(&entry.base, stamp, wire_size);
-    Ok((wire_size, true, metadata.len()))
+    Ok(Sized {
+        wire_size,
+        file_len: metadata.len(),
+        how: SizedBy::ReadingTheFile,
+    })
 }
 
 /// The CRLF the wire adds after a non-empty message whose last byte is not a
