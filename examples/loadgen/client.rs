@@ -15,9 +15,20 @@
 //! LIST). A problem that leaves the byte stream trustworthy is counted and
 //! the session goes on; anything else drops the connection and counts the
 //! session as failed.
+//!
+//! With TLS (`--tls`, or `--stls` after the greeting) a connection carries a
+//! rustls state machine (`tls.rs`) between the socket and the reply reader:
+//! the loop reads what the socket has into the thread's wire buffer, feeds
+//! it through rustls record batch by record batch, and hands the decrypted
+//! bytes to the same reply reader, so replies are checked exactly as on a
+//! plain connection. Commands go the other way through rustls' writer.
+//! Reading the socket in big chunks (rather than letting rustls read 4 KiB
+//! at a time) keeps the system calls per RETR megabyte as low as in plain
+//! mode.
 
 use crate::reply::{Reply, ReplyReader};
 use crate::stats::{Op, Stats};
+use crate::tls::{Connector, TlsConn, TlsFailure};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashSet, VecDeque};
@@ -56,6 +67,29 @@ pub enum Dele {
     Commit,
 }
 
+/// Whether and how sessions use TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain POP3.
+    None,
+    /// TLS from the first byte (POP3S, port 995): the greeting comes over TLS.
+    Implicit,
+    /// Plain greeting, then STLS (RFC 2595) and the handshake; USER and
+    /// everything after it go over TLS.
+    Stls,
+}
+
+impl TlsMode {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsMode::None => "none",
+            TlsMode::Implicit => "implicit",
+            TlsMode::Stls => "stls",
+        }
+    }
+}
+
 /// One user from the users file, with its commands preformatted.
 pub struct Credentials {
     /// "USER name\r\n".
@@ -70,6 +104,10 @@ pub struct Plan {
     pub mode: Mode,
     /// Server address.
     pub addr: SocketAddr,
+    /// Whether sessions start TLS, and when.
+    pub tls_mode: TlsMode,
+    /// Makes the TLS connections; Some exactly when `tls_mode` is not None.
+    pub tls: Option<Connector>,
     /// Everyone who may log in.
     pub users: Vec<Credentials>,
     /// Full sessions retrieve only the first k messages when set.
@@ -147,6 +185,8 @@ impl Shared {
 enum Step {
     /// TCP handshake in progress.
     Connecting,
+    /// TLS handshake in progress (right after connect, or after STLS).
+    Handshaking,
     /// Waiting for the reply to `op` (the greeting counts as `Op::Connect`).
     Awaiting(Op),
     /// Logged in, holding the connection open (idle mode).
@@ -160,6 +200,9 @@ enum Step {
 struct Conn {
     /// The socket.
     stream: TcpStream,
+    /// TLS state once the session started TLS; boxed so plain connections
+    /// (and 10 000 idle ones in plain mode) do not carry its size.
+    tls: Option<Box<TlsConn>>,
     /// Index into `Plan::users`.
     user: usize,
     /// Session progress.
@@ -172,7 +215,7 @@ struct Conn {
     out_pos: usize,
     /// When the session began (connect), for the session latency.
     session_start: Instant,
-    /// When the pending command was sent.
+    /// When the pending command was sent (or the TLS handshake began).
     command_start: Instant,
     /// When the pending reply (or connect, or close) times out; None while idle.
     deadline: Option<Instant>,
@@ -204,6 +247,8 @@ enum Next {
     Idle,
     /// QUIT was answered.
     Closing,
+    /// STLS was accepted: the TLS handshake starts.
+    StartTls,
     /// Drop the connection and fail the session with this error kind.
     Abort(String),
 }
@@ -211,6 +256,9 @@ enum Next {
 const SLOT_BITS: u32 = 24;
 const SLOT_MASK: usize = (1 << SLOT_BITS) - 1;
 const READ_BUFFER: usize = 256 * 1024;
+/// rustls holds at most 16 KiB of decrypted bytes, so this takes them all
+/// in one call.
+const PLAINTEXT_BUFFER: usize = 16 * 1024;
 
 /// One thread's event loop and connections.
 pub struct Worker<'a> {
@@ -233,6 +281,9 @@ pub struct Worker<'a> {
     /// One read buffer for all connections: memory per connection stays
     /// small however many there are.
     buffer: Vec<u8>,
+    /// Decrypted bytes on their way from rustls to the reply reader, shared
+    /// for the same reason; empty when the run is plain.
+    plaintext: Vec<u8>,
     /// What this thread measured, merged by the main thread at the end.
     stats: Stats,
     /// The warm-up epoch `stats` belongs to.
@@ -245,6 +296,7 @@ fn write_command(out: &mut Vec<u8>, op: Op, conn_message: usize, plan: &Plan, us
     match op {
         Op::User => out.extend_from_slice(&plan.users[user].user_command),
         Op::Pass => out.extend_from_slice(&plan.users[user].pass_command),
+        Op::Stls => out.extend_from_slice(b"STLS\r\n"),
         Op::Stat => out.extend_from_slice(b"STAT\r\n"),
         Op::Uidl => out.extend_from_slice(b"UIDL\r\n"),
         Op::List => out.extend_from_slice(b"LIST\r\n"),
@@ -257,7 +309,7 @@ fn write_command(out: &mut Vec<u8>, op: Op, conn_message: usize, plan: &Plan, us
         Op::Rset => out.extend_from_slice(b"RSET\r\n"),
         Op::Noop => out.extend_from_slice(b"NOOP\r\n"),
         Op::Quit => out.extend_from_slice(b"QUIT\r\n"),
-        Op::Connect | Op::Session => {}
+        Op::Connect | Op::Handshake | Op::Session => {}
     }
 }
 
@@ -293,6 +345,11 @@ impl<'a> Worker<'a> {
             my_users: users,
             next_shared_user: 0,
             buffer: vec![0; READ_BUFFER],
+            plaintext: if plan.tls.is_some() {
+                vec![0; PLAINTEXT_BUFFER]
+            } else {
+                Vec::new()
+            },
             stats: Stats::new(),
             epoch: 0,
             stopping: false,
@@ -433,6 +490,7 @@ impl<'a> Worker<'a> {
         let now = Instant::now();
         self.slots[slot] = Slot::Busy(Box::new(Conn {
             stream,
+            tls: None,
             user,
             step: Step::Connecting,
             reader: ReplyReader::new(),
@@ -509,6 +567,7 @@ impl<'a> Worker<'a> {
                         if deadline <= now {
                             let kind = match conn.step {
                                 Step::Connecting => "timeout_connect".to_string(),
+                                Step::Handshaking => "timeout_tls_handshake".to_string(),
                                 Step::Awaiting(op) => format!("timeout_{}", op.name()),
                                 Step::Closing => "no_close_after_quit".to_string(),
                                 Step::Idle => "timeout_idle".to_string(),
@@ -560,8 +619,14 @@ impl<'a> Worker<'a> {
             match conn.stream.peer_addr() {
                 Ok(_) => {
                     let _ = conn.stream.set_nodelay(true);
-                    conn.step = Step::Awaiting(Op::Connect);
-                    conn.reader.expect(false, false);
+                    if self.plan.tls_mode == TlsMode::Implicit {
+                        if let Err(kind) = begin_handshake(self.plan, conn, now) {
+                            return self.finish(slot, now, Some(kind));
+                        }
+                    } else {
+                        conn.step = Step::Awaiting(Op::Connect);
+                        conn.reader.expect(false, false);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(_) => return self.finish(slot, now, Some("connect".into())),
@@ -570,29 +635,37 @@ impl<'a> Worker<'a> {
         if let Err(kind) = flush(conn) {
             return self.finish(slot, now, Some(kind));
         }
-        let mut buffer = std::mem::take(&mut self.buffer);
-        self.read_all(slot, &mut buffer, now);
-        self.buffer = buffer;
+        let mut wire = std::mem::take(&mut self.buffer);
+        let mut plaintext = std::mem::take(&mut self.plaintext);
+        self.read_all(slot, &mut wire, &mut plaintext, now);
+        self.buffer = wire;
+        self.plaintext = plaintext;
     }
 
-    /// Reads until the socket would block, handing bytes to the reply
-    /// reader and acting on each complete reply.
-    fn read_all(&mut self, slot: usize, buffer: &mut [u8], mut now: Instant) {
+    /// The connection in `slot` if it is still the one of `generation`: a
+    /// reply can end a session and start the next one in the same slot,
+    /// and bytes read for the old one must not reach the new one.
+    fn live(&mut self, slot: usize, generation: usize) -> Option<&mut Conn> {
+        if self.generations[slot] != generation {
+            return None;
+        }
+        match &mut self.slots[slot] {
+            Slot::Busy(conn) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Reads until the socket would block, handing bytes (through rustls
+    /// when the connection uses TLS) to the reply reader and acting on each
+    /// complete reply.
+    fn read_all(&mut self, slot: usize, wire: &mut [u8], plaintext: &mut [u8], mut now: Instant) {
+        let generation = self.generations[slot];
         loop {
-            let Slot::Busy(conn) = &mut self.slots[slot] else {
+            let Some(conn) = self.live(slot, generation) else {
                 return;
             };
-            let n = match conn.stream.read(buffer) {
-                Ok(0) => {
-                    if conn.step == Step::Closing {
-                        return self.finish(slot, now, None);
-                    }
-                    let kind = match conn.step {
-                        Step::Awaiting(op) => format!("closed_during_{}", op.name()),
-                        _ => "closed_while_idle".to_string(),
-                    };
-                    return self.finish(slot, now, Some(kind));
-                }
+            let n = match conn.stream.read(wire) {
+                Ok(0) => return self.peer_closed(slot, now),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -605,26 +678,204 @@ impl<'a> Worker<'a> {
                     return self.finish(slot, now, Some(kind));
                 }
             };
+            let encrypted = conn.tls.is_some();
             // Replies can arrive while this loop runs: time each read.
             now = Instant::now();
             self.stats.rx_bytes += n as u64;
             self.shared.rx_bytes.fetch_add(n as u64, Relaxed);
-            let mut data = &buffer[..n];
-            while !data.is_empty() {
-                let Slot::Busy(conn) = &mut self.slots[slot] else {
-                    return;
-                };
-                match conn.reader.feed(data) {
-                    Err(fatal) => return self.finish(slot, now, Some(fatal.name().to_string())),
-                    Ok((used, reply)) => {
-                        data = &data[used..];
-                        if let Some(reply) = reply {
-                            self.on_reply(slot, reply, now);
-                        }
+            let alive = if encrypted {
+                self.take_tls(slot, generation, &wire[..n], plaintext, now)
+            } else {
+                self.take_plaintext(slot, generation, &wire[..n], now)
+            };
+            if !alive {
+                return;
+            }
+        }
+    }
+
+    /// The server ended the stream (TCP EOF, or TLS close_notify): the
+    /// end of a good session after QUIT, a failure anywhere else.
+    fn peer_closed(&mut self, slot: usize, now: Instant) {
+        let Slot::Busy(conn) = &self.slots[slot] else {
+            return;
+        };
+        let kind = match conn.step {
+            Step::Closing => return self.finish(slot, now, None),
+            Step::Awaiting(op) => format!("closed_during_{}", op.name()),
+            Step::Handshaking => "closed_during_tls_handshake".to_string(),
+            Step::Connecting | Step::Idle => "closed_while_idle".to_string(),
+        };
+        self.finish(slot, now, Some(kind));
+    }
+
+    /// Hands reply bytes (as read, or as decrypted) to the reply reader,
+    /// acting on each complete reply. False when the connection is gone.
+    ///
+    /// After STLS's +OK the reader expects nothing until the handshake is
+    /// done, so plaintext the server sent after that +OK counts as
+    /// unsolicited and drops the connection (RFC 2595 section 4: a client
+    /// must not act on it, and it is the signature of STARTTLS injection).
+    fn take_plaintext(
+        &mut self,
+        slot: usize,
+        generation: usize,
+        mut data: &[u8],
+        now: Instant,
+    ) -> bool {
+        while !data.is_empty() {
+            let Some(conn) = self.live(slot, generation) else {
+                return false;
+            };
+            match conn.reader.feed(data) {
+                Err(fatal) => {
+                    self.finish(slot, now, Some(fatal.name().to_string()));
+                    return false;
+                }
+                Ok((used, reply)) => {
+                    data = &data[used..];
+                    if let Some(reply) = reply {
+                        self.on_reply(slot, reply, now);
                     }
                 }
             }
         }
+        self.live(slot, generation).is_some()
+    }
+
+    /// Feeds TLS bytes read from the socket through rustls and the
+    /// decrypted bytes to the reply reader, then sends what rustls wants
+    /// sent (handshake messages, alerts). False when the connection is
+    /// gone.
+    fn take_tls(
+        &mut self,
+        slot: usize,
+        generation: usize,
+        received: &[u8],
+        plaintext: &mut [u8],
+        now: Instant,
+    ) -> bool {
+        let mut wire = received;
+        while !wire.is_empty() {
+            let Some(conn) = self.live(slot, generation) else {
+                return false;
+            };
+            let Some(tls) = conn.tls.as_deref_mut() else {
+                return false;
+            };
+            if let Err(failure) = tls.read_tls(&mut wire) {
+                // rustls queued an alert saying why; the server may log it.
+                let _ = flush(conn);
+                let step = conn.step;
+                self.tls_failed(slot, step, &failure, received, now);
+                return false;
+            }
+            if conn.step == Step::Handshaking && !tls.is_handshaking() {
+                self.handshake_done(slot, now);
+            }
+            loop {
+                let Some(conn) = self.live(slot, generation) else {
+                    return false;
+                };
+                let Some(tls) = conn.tls.as_deref_mut() else {
+                    return false;
+                };
+                match tls.read_plaintext(plaintext) {
+                    Ok(0) => {
+                        self.peer_closed(slot, now);
+                        return false;
+                    }
+                    Ok(n) => {
+                        if !self.take_plaintext(slot, generation, &plaintext[..n], now) {
+                            return false;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.finish(slot, now, Some("tls_protocol".into()));
+                        return false;
+                    }
+                }
+            }
+        }
+        let Some(conn) = self.live(slot, generation) else {
+            return false;
+        };
+        if let Err(kind) = flush(conn) {
+            self.finish(slot, now, Some(kind));
+            return false;
+        }
+        true
+    }
+
+    /// Counts a TLS failure under a kind that says whose problem it is,
+    /// with rustls' words and a hint as the sample, and drops the
+    /// connection.
+    fn tls_failed(
+        &mut self,
+        slot: usize,
+        step: Step,
+        failure: &TlsFailure,
+        received: &[u8],
+        now: Instant,
+    ) {
+        let (kind, hint) = if failure.certificate {
+            let ca_flag = if failure.message.contains("CaUsedAsEndEntity") {
+                // What `openssl req -x509` makes unless told otherwise.
+                " (the server's certificate says CA:TRUE, which rustls refuses for a server; \
+                 make it with -addext basicConstraints=critical,CA:FALSE, or use --insecure)"
+            } else {
+                " (trust it with --ca FILE, name the certificate's host with --sni NAME, \
+                 or accept any certificate with --insecure)"
+            };
+            ("tls_certificate", ca_flag.to_string())
+        } else if step == Step::Handshaking {
+            let plain_pop3 = received.starts_with(b"+OK") || received.starts_with(b"-ERR");
+            let hint = if plain_pop3 {
+                let line = received.split(|&b| b == b'\n').next().unwrap_or_default();
+                format!(
+                    ": the server answered in plain POP3 ({}) instead of TLS; \
+                     is this a plain port? (there, use --stls or no TLS flag)",
+                    String::from_utf8_lossy(line).trim_end()
+                )
+            } else {
+                String::new()
+            };
+            ("tls_handshake", hint)
+        } else {
+            ("tls_protocol", String::new())
+        };
+        let text = format!("{}{hint}", failure.message);
+        self.stats.sample(kind, text.as_bytes());
+        self.finish(slot, now, Some(kind.to_string()));
+    }
+
+    /// The TLS handshake ended well: with implicit TLS the greeting comes
+    /// next, after STLS the session goes on with USER (RFC 2595 lets the
+    /// client skip a second CAPA).
+    fn handshake_done(&mut self, slot: usize, now: Instant) {
+        let Slot::Busy(conn) = &mut self.slots[slot] else {
+            return;
+        };
+        self.stats
+            .record(Op::Handshake, now.duration_since(conn.command_start));
+        self.stats.tls_handshakes += 1;
+        if let Some(tls) = &conn.tls {
+            if tls.resumed() {
+                self.stats.tls_resumed += 1;
+            }
+            if self.stats.tls_protocol.is_none() {
+                self.stats.tls_protocol = tls.describe();
+            }
+        }
+        if self.plan.tls_mode == TlsMode::Stls {
+            return self.send(slot, Op::User, now);
+        }
+        conn.step = Step::Awaiting(Op::Connect);
+        conn.reader.expect(false, false);
+        // The connect latency runs from the TCP connect to the greeting.
+        conn.command_start = conn.session_start;
+        conn.deadline = Some(now + self.plan.timeout);
     }
 
     fn on_reply(&mut self, slot: usize, reply: Reply, now: Instant) {
@@ -691,13 +942,39 @@ impl<'a> Worker<'a> {
                 self.stats.sessions_ok += 1;
                 self.shared.sessions.fetch_add(1, Relaxed);
             }
+            Next::StartTls => {
+                if let Slot::Busy(conn) = &mut self.slots[slot] {
+                    if let Err(kind) =
+                        begin_handshake(self.plan, conn, now).and_then(|()| flush(conn))
+                    {
+                        self.finish(slot, now, Some(kind));
+                    }
+                }
+            }
             Next::Abort(kind) => self.finish(slot, now, Some(kind)),
         }
     }
 }
 
+/// Starts TLS on `conn`: rustls queues the ClientHello and the next flush
+/// sends it.
+fn begin_handshake(plan: &Plan, conn: &mut Conn, now: Instant) -> Result<(), String> {
+    let Some(connector) = &plan.tls else {
+        return Err("internal".into());
+    };
+    let tls = connector.connect().map_err(|_| "tls_setup".to_string())?;
+    conn.tls = Some(Box::new(tls));
+    conn.step = Step::Handshaking;
+    conn.command_start = now;
+    conn.deadline = Some(now + plan.timeout);
+    Ok(())
+}
+
 /// Writes what is pending; Err carries an error kind.
 fn flush(conn: &mut Conn) -> Result<(), String> {
+    if conn.tls.is_some() {
+        return flush_tls(conn);
+    }
     while conn.out_pos < conn.out.len() {
         match conn.stream.write(&conn.out[conn.out_pos..]) {
             Ok(0) => return Err("write_error".into()),
@@ -711,6 +988,46 @@ fn flush(conn: &mut Conn) -> Result<(), String> {
     conn.out.clear();
     conn.out_pos = 0;
     Ok(())
+}
+
+/// Moves pending command bytes into rustls and writes the records it
+/// makes (and any handshake messages or alerts) until the socket would
+/// block.
+fn flush_tls(conn: &mut Conn) -> Result<(), String> {
+    let Conn {
+        stream,
+        tls,
+        out,
+        out_pos,
+        ..
+    } = conn;
+    let Some(tls) = tls.as_deref_mut() else {
+        return Ok(());
+    };
+    loop {
+        if *out_pos < out.len() {
+            // Short writes happen only when rustls' output limit is full;
+            // the socket write below makes room.
+            *out_pos += tls
+                .write_plaintext(&out[*out_pos..])
+                .map_err(|_| "tls_write_error".to_string())?;
+            if *out_pos == out.len() {
+                out.clear();
+                *out_pos = 0;
+            }
+        }
+        if !tls.wants_write() {
+            return Ok(());
+        }
+        match tls.write_tls(stream) {
+            Ok(0) => return Err("write_error".into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+            Err(_) => return Err("write_error".into()),
+        }
+    }
 }
 
 /// The error kind of a -ERR reply to `op`.
@@ -735,14 +1052,23 @@ fn next_step(
     if !reply.ok {
         match op {
             // The session cannot go on without these.
-            Op::Connect | Op::User | Op::Pass | Op::Stat | Op::Uidl | Op::List | Op::Quit => {
+            Op::Connect
+            | Op::Stls
+            | Op::User
+            | Op::Pass
+            | Op::Stat
+            | Op::Uidl
+            | Op::List
+            | Op::Quit => {
                 return Next::Abort(err_reply_kind(op));
             }
             _ => errors.push(err_reply_kind(op)),
         }
     }
     match op {
+        Op::Connect if plan.tls_mode == TlsMode::Stls => Next::Send(Op::Stls),
         Op::Connect => Next::Send(Op::User),
+        Op::Stls => Next::StartTls,
         Op::User => Next::Send(Op::Pass),
         Op::Pass => match plan.mode {
             Mode::Login => Next::Send(Op::Quit),
@@ -830,7 +1156,7 @@ fn next_step(
         Op::Rset => Next::Send(Op::Quit),
         Op::Noop => Next::Send(Op::Noop),
         Op::Quit => Next::Closing,
-        Op::Session => Next::Abort("internal".into()),
+        Op::Handshake | Op::Session => Next::Abort("internal".into()),
     }
 }
 

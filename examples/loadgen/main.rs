@@ -3,9 +3,12 @@
 //! ```text
 //! cargo run --release --example loadgen -- --server 127.0.0.1:110 \
 //!     --users FIXTURE/users.user --mode full -c 128 --duration 10 [--json]
+//! cargo run --release --example loadgen -- --server 127.0.0.1:995 --tls \
+//!     --ca cert.pem --users FIXTURE/users.user --mode login -c 32
 //! ```
 //!
-//! It drives any POP3 server (plain TCP; TLS is not implemented yet) with C
+//! It drives any POP3 server, plain or over TLS (`--tls` for POP3S,
+//! `--stls` for STLS after the greeting; rustls, cargo feature `tls`), with C
 //! concurrent connections from one mio event loop per thread (`--threads`,
 //! default 1), each connection running one session after another as a user
 //! taken from a `user:password` file. Modes:
@@ -29,23 +32,42 @@
 //! - `reply.rs`: reply framing and line-level checks.
 //! - `stats.rs`: histograms, counters, JSON helpers.
 //! - `procfs.rs`: CPU and memory of this process and of the server.
+//! - `tls.rs`: the rustls client configuration and per-connection state
+//!   (`tls_disabled.rs` stands in without the `tls` feature).
 
 mod client;
 mod procfs;
 mod reply;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_disabled.rs"]
+mod tls;
 
-use client::{Credentials, Dele, Mode, Plan, Shared, Worker};
+use client::{Credentials, Dele, Mode, Plan, Shared, TlsMode, Worker};
 use stats::{json_number, json_string, ms, Op, Stats};
 use std::fmt::{self, Write as _};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 usage: loadgen --users FILE [options]
-  --server ADDR          POP3 server, default 127.0.0.1:110 (plain TCP; no TLS yet)
+  --server HOST:PORT     POP3 server, default 127.0.0.1:110
+  --tls                  implicit TLS (POP3S, port 995): handshake, then greeting
+  --stls                 plain greeting, STLS, handshake, then the session over TLS
+  --ca FILE              with --tls/--stls: trust the CA or self-signed certificate
+                         in this PEM file
+  --insecure             with --tls/--stls: accept any certificate (handshake
+                         signatures are still checked); for self-signed servers
+  --sni NAME             with --tls/--stls: server name sent and checked; default
+                         the host of --server if it is a name, else localhost
+  --no-resumption        with --tls/--stls: full handshake every session (TLS
+                         session resumption is on by default, shared by all
+                         connections)
   --users FILE           user:password lines (mkfixture writes ROOT/users.PREFIX)
   --mode MODE            full | login | retr | noop | idle   (default full)
   -c, --connections N    concurrent connections (default 16)
@@ -76,6 +98,8 @@ enum LoadgenError {
     Users(String),
     /// The OS refused something we need (poll instance, threads).
     Setup(String),
+    /// TLS could not be set up (CA file, server name).
+    Tls(String),
 }
 
 impl fmt::Display for LoadgenError {
@@ -84,6 +108,7 @@ impl fmt::Display for LoadgenError {
             LoadgenError::Usage(msg) => write!(f, "{msg}\n\n{USAGE}"),
             LoadgenError::Users(msg) => write!(f, "users file: {msg}"),
             LoadgenError::Setup(msg) => write!(f, "{msg}"),
+            LoadgenError::Tls(msg) => write!(f, "TLS: {msg}"),
         }
     }
 }
@@ -92,6 +117,19 @@ impl fmt::Display for LoadgenError {
 struct Options {
     /// Server address.
     server: SocketAddr,
+    /// The host part of --server when it was a name rather than an IP
+    /// address: the default TLS server name.
+    server_host: Option<String>,
+    /// Plain, implicit TLS or STLS.
+    tls_mode: TlsMode,
+    /// PEM file of certificates to trust (--ca).
+    ca_file: Option<PathBuf>,
+    /// Accept any server certificate (--insecure).
+    insecure: bool,
+    /// TLS server name (--sni); None for the default.
+    sni: Option<String>,
+    /// Resume TLS sessions (on unless --no-resumption).
+    resumption: bool,
     /// Path of the user:password file.
     users_file: String,
     /// What each session does.
@@ -152,6 +190,12 @@ fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, Load
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, LoadgenError> {
     let mut options = Options {
         server: SocketAddr::from(([127, 0, 0, 1], 110)),
+        server_host: None,
+        tls_mode: TlsMode::None,
+        ca_file: None,
+        insecure: false,
+        sni: None,
+        resumption: true,
         users_file: String::new(),
         mode: Mode::Full,
         connections: 16,
@@ -173,6 +217,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, LoadgenErro
     };
     let mut sessions = None;
     let mut requests = None;
+    let mut tls_flags: Vec<String> = Vec::new();
     let mut args = args.peekable();
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -181,6 +226,30 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, LoadgenErro
             "--share-users" => options.share_users = true,
             "--json" => options.json = true,
             "--quiet" => options.quiet = true,
+            "--tls" | "--stls" => {
+                let mode = if flag == "--tls" {
+                    TlsMode::Implicit
+                } else {
+                    TlsMode::Stls
+                };
+                if options.tls_mode != TlsMode::None && options.tls_mode != mode {
+                    return Err(LoadgenError::Usage(
+                        "--tls and --stls exclude each other: --tls for a POP3S port (995), \
+                         --stls for a plain port that offers STLS"
+                            .into(),
+                    ));
+                }
+                options.tls_mode = mode;
+                tls_flags.push(flag);
+            }
+            "--insecure" => {
+                options.insecure = true;
+                tls_flags.push(flag);
+            }
+            "--no-resumption" => {
+                options.resumption = false;
+                tls_flags.push(flag);
+            }
             "-h" | "--help" => {
                 return Err(LoadgenError::Usage("loadgen drives a POP3 server".into()))
             }
@@ -189,12 +258,14 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, LoadgenErro
                     .next()
                     .ok_or_else(|| LoadgenError::Usage(format!("{flag} needs a value")))?;
                 match flag.as_str() {
-                    "--server" => {
-                        options.server = value.parse().map_err(|_| {
-                            LoadgenError::Usage(format!(
-                                "--server {value}: expected IP:PORT, like 127.0.0.1:110"
-                            ))
-                        })?
+                    "--server" => (options.server, options.server_host) = parse_server(&value)?,
+                    "--ca" => {
+                        options.ca_file = Some(PathBuf::from(value));
+                        tls_flags.push(flag);
+                    }
+                    "--sni" => {
+                        options.sni = Some(value);
+                        tls_flags.push(flag);
                     }
                     "--users" => options.users_file = value,
                     "--mode" => {
@@ -232,6 +303,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, LoadgenErro
     if options.users_file.is_empty() {
         return Err(LoadgenError::Usage("--users FILE is required".into()));
     }
+    check_tls_flags(&options, &tls_flags)?;
     if options.connections == 0 || options.threads == 0 {
         return Err(LoadgenError::Usage(
             "--connections and --threads must be at least 1".into(),
@@ -271,6 +343,72 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, LoadgenErro
         options.duration = Some(Duration::from_secs(10));
     }
     Ok(options)
+}
+
+/// `--server`: IP:PORT as is, or HOST:PORT resolved now (the first
+/// address); the host name is kept as the default TLS server name.
+fn parse_server(value: &str) -> Result<(SocketAddr, Option<String>), LoadgenError> {
+    if let Ok(addr) = value.parse() {
+        return Ok((addr, None));
+    }
+    let wrong = || {
+        LoadgenError::Usage(format!(
+            "--server {value}: expected HOST:PORT or IP:PORT, like 127.0.0.1:110 or localhost:995"
+        ))
+    };
+    let (host, _port) = value.rsplit_once(':').ok_or_else(wrong)?;
+    if host.is_empty() {
+        return Err(wrong());
+    }
+    let addr = value
+        .to_socket_addrs()
+        .map_err(|e| LoadgenError::Usage(format!("--server {value}: cannot resolve it: {e}")))?
+        .next()
+        .ok_or_else(|| LoadgenError::Usage(format!("--server {value}: no address for it")))?;
+    Ok((addr, Some(host.to_string())))
+}
+
+/// The TLS flags need a TLS build, one of --tls/--stls, and exactly one
+/// source of trust.
+fn check_tls_flags(options: &Options, tls_flags: &[String]) -> Result<(), LoadgenError> {
+    if tls_flags.is_empty() {
+        return Ok(());
+    }
+    if !tls::BUILT {
+        return Err(LoadgenError::Usage(format!(
+            "{}: this loadgen was built without TLS (cargo feature `tls` is off); \
+             rebuild it without --no-default-features",
+            tls_flags.join(" ")
+        )));
+    }
+    if options.tls_mode == TlsMode::None {
+        return Err(LoadgenError::Usage(format!(
+            "{} only make sense with --tls or --stls",
+            tls_flags.join(" ")
+        )));
+    }
+    match (&options.ca_file, options.insecure) {
+        (Some(_), true) => Err(LoadgenError::Usage(
+            "--ca and --insecure exclude each other: --ca checks the certificate, --insecure does not"
+                .into(),
+        )),
+        (None, false) => Err(LoadgenError::Usage(
+            "TLS needs --ca FILE (the server's CA or self-signed certificate, PEM) \
+             or --insecure (accept any certificate)"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The TLS server name: --sni, else the host of --server when it was a
+/// name, else "localhost" (what a self-signed test certificate names).
+fn server_name(options: &Options) -> String {
+    options
+        .sni
+        .clone()
+        .or_else(|| options.server_host.clone())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -437,9 +575,23 @@ fn run(options: &Options) -> Result<(Stats, RunInfo), LoadgenError> {
             users.len()
         )));
     }
+    let tls = match options.tls_mode {
+        TlsMode::None => None,
+        TlsMode::Implicit | TlsMode::Stls => Some(
+            tls::Connector::new(&tls::Settings {
+                ca_file: options.ca_file.clone(),
+                insecure: options.insecure,
+                server_name: server_name(options),
+                resumption: options.resumption,
+            })
+            .map_err(LoadgenError::Tls)?,
+        ),
+    };
     let plan = Plan {
         mode: options.mode,
         addr: options.server,
+        tls_mode: options.tls_mode,
+        tls,
         users,
         retr_limit: options.retr_limit,
         dele: options.dele,
@@ -591,9 +743,10 @@ fn text_report(options: &Options, stats: &Stats, info: &RunInfo) -> String {
     let secs = info.elapsed.as_secs_f64();
     let _ = writeln!(
         out,
-        "loadgen: mode {} server {} connections {} threads {} measured {:.2}s{}",
+        "loadgen: mode {} server {} tls {} connections {} threads {} measured {:.2}s{}",
         mode_name(options.mode),
         options.server,
+        options.tls_mode.name(),
         options.connections,
         options.threads,
         secs,
@@ -603,6 +756,31 @@ fn text_report(options: &Options, stats: &Stats, info: &RunInfo) -> String {
             format!(" ({})", options.label)
         }
     );
+    if options.tls_mode != TlsMode::None {
+        let _ = writeln!(
+            out,
+            "tls:       {}; server name {}, {}; {} handshakes, {} resumed (resumption {})",
+            stats
+                .tls_protocol
+                .as_deref()
+                .unwrap_or("no handshake completed"),
+            server_name(options),
+            if options.insecure {
+                "any certificate accepted (--insecure)".to_string()
+            } else {
+                format!(
+                    "certificate checked against {}",
+                    options
+                        .ca_file
+                        .as_ref()
+                        .map_or(String::new(), |p| p.display().to_string())
+                )
+            },
+            stats.tls_handshakes,
+            stats.tls_resumed,
+            if options.resumption { "on" } else { "off" }
+        );
+    }
     if let Some((ready, failed, ramp)) = info.idle {
         let _ = writeln!(
             out,
@@ -723,6 +901,26 @@ fn json_report(options: &Options, stats: &Stats, info: &RunInfo) -> String {
     field(&mut out, "label", json_string(&options.label));
     field(&mut out, "mode", json_string(mode_name(options.mode)));
     field(&mut out, "server", json_string(&options.server.to_string()));
+    field(&mut out, "tls", json_string(options.tls_mode.name()));
+    if options.tls_mode != TlsMode::None {
+        field(
+            &mut out,
+            "tls_detail",
+            format!(
+                "{{\"protocol\":{},\"server_name\":{},\"verify\":{},\"resumption\":{},\
+                 \"handshakes\":{},\"resumed\":{}}}",
+                stats
+                    .tls_protocol
+                    .as_deref()
+                    .map_or("null".into(), json_string),
+                json_string(&server_name(options)),
+                json_string(if options.insecure { "insecure" } else { "ca" }),
+                options.resumption,
+                stats.tls_handshakes,
+                stats.tls_resumed
+            ),
+        );
+    }
     field(&mut out, "connections", options.connections.to_string());
     field(&mut out, "threads", options.threads.to_string());
     field(&mut out, "elapsed_s", num(info.elapsed.as_secs_f64()));
@@ -899,5 +1097,86 @@ mod tests {
             (o.threads, o.duration),
             (4, Some(Duration::from_millis(2500)))
         );
+    }
+
+    fn usage_error(line: &str) -> String {
+        match parse_args(args(line)) {
+            Err(LoadgenError::Usage(msg)) => msg,
+            Err(other) => panic!("{line}: expected a usage error, got {other}"),
+            Ok(_) => panic!("{line}: expected a usage error"),
+        }
+    }
+
+    #[test]
+    fn plain_by_default() {
+        let o = parse_args(args("--users u")).unwrap();
+        assert_eq!(o.tls_mode, TlsMode::None);
+        assert!(o.resumption);
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_flags() {
+        let o = parse_args(args("--users u --tls --ca c.pem")).unwrap();
+        assert_eq!(o.tls_mode, TlsMode::Implicit);
+        assert_eq!(o.ca_file, Some(PathBuf::from("c.pem")));
+        assert_eq!(server_name(&o), "localhost");
+        let o = parse_args(args(
+            "--users u --stls --insecure --sni mail.example.org --no-resumption",
+        ))
+        .unwrap();
+        assert_eq!(o.tls_mode, TlsMode::Stls);
+        assert!(o.insecure && !o.resumption);
+        assert_eq!(server_name(&o), "mail.example.org");
+        let o = parse_args(args("--users u --server localhost:995 --tls --insecure")).unwrap();
+        assert_eq!(o.server_host.as_deref(), Some("localhost"));
+        assert_eq!(o.server.port(), 995);
+        assert_eq!(server_name(&o), "localhost");
+
+        assert!(usage_error("--users u --tls --stls --insecure").contains("exclude"));
+        assert!(usage_error("--users u --tls").contains("--ca FILE"));
+        assert!(usage_error("--users u --tls --ca c --insecure").contains("exclude"));
+        assert!(usage_error("--users u --ca c.pem").contains("only make sense with --tls"));
+        assert!(usage_error("--users u --insecure").contains("only make sense"));
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_flags_without_tls() {
+        for line in [
+            "--users u --tls --ca c.pem",
+            "--users u --stls --insecure",
+            "--users u --insecure",
+        ] {
+            assert!(usage_error(line).contains("built without TLS"), "{line}");
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn ca_file_problems_are_explained() {
+        let dir = std::env::temp_dir().join(format!("loadgen-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let settings = |ca: PathBuf| tls::Settings {
+            ca_file: Some(ca),
+            insecure: false,
+            server_name: "localhost".into(),
+            resumption: true,
+        };
+        let err = tls::Connector::new(&settings(empty.clone())).err().unwrap();
+        assert!(err.contains("no certificate"), "{err}");
+        let err = tls::Connector::new(&settings(dir.join("missing.pem")))
+            .err()
+            .unwrap();
+        assert!(err.contains("missing.pem"), "{err}");
+        let bad_name = tls::Settings {
+            server_name: "not a name".into(),
+            ..settings(empty)
+        };
+        let err = tls::Connector::new(&bad_name).err().unwrap();
+        assert!(err.contains("--sni"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

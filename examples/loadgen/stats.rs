@@ -12,8 +12,13 @@ use std::time::Duration;
 /// The kinds of timed operation, each with its own latency histogram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// TCP connect until the greeting has arrived.
+    /// TCP connect until the greeting has arrived (with implicit TLS,
+    /// the handshake included).
     Connect,
+    /// The TLS handshake alone: from TCP connect (implicit TLS) or STLS's
+    /// +OK until rustls says it is done.
+    Handshake,
+    Stls,
     User,
     Pass,
     Stat,
@@ -29,9 +34,11 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 14] = [
         Op::Session,
         Op::Connect,
+        Op::Handshake,
+        Op::Stls,
         Op::User,
         Op::Pass,
         Op::Stat,
@@ -47,6 +54,8 @@ impl Op {
     pub fn name(self) -> &'static str {
         match self {
             Op::Connect => "connect",
+            Op::Handshake => "handshake",
+            Op::Stls => "STLS",
             Op::User => "USER",
             Op::Pass => "PASS",
             Op::Stat => "STAT",
@@ -159,11 +168,20 @@ pub struct Stats {
     pub sessions_failed: u64,
     /// Commands that got a complete reply (including -ERR replies).
     pub commands: u64,
-    /// Bytes read from servers, replies and bodies alike.
+    /// Bytes read from servers, replies and bodies alike; with TLS, the
+    /// encrypted bytes as they crossed the wire.
     pub rx_bytes: u64,
     /// Body octets of RETR replies after removing dot-stuffing, the payload
     /// a mail client would store.
     pub retr_octets: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// Of those, how many resumed an earlier session: resumed handshakes
+    /// cost the server far less, so a TLS figure means little without it.
+    pub tls_resumed: u64,
+    /// Version and cipher suite of the first handshake, for the report
+    /// (the cipher decides much of the server's CPU per byte).
+    pub tls_protocol: Option<String>,
     /// Latency per [`Op`], indexed by `Op as usize`.
     pub latency: Vec<Histogram>,
     /// Error counts by kind name (see `next_step` in client.rs).
@@ -181,6 +199,9 @@ impl Stats {
             commands: 0,
             rx_bytes: 0,
             retr_octets: 0,
+            tls_handshakes: 0,
+            tls_resumed: 0,
+            tls_protocol: None,
             latency: (0..Op::ALL.len()).map(|_| Histogram::new()).collect(),
             errors: BTreeMap::new(),
             samples: BTreeMap::new(),
@@ -216,6 +237,11 @@ impl Stats {
         self.commands += other.commands;
         self.rx_bytes += other.rx_bytes;
         self.retr_octets += other.retr_octets;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_resumed += other.tls_resumed;
+        if self.tls_protocol.is_none() {
+            self.tls_protocol.clone_from(&other.tls_protocol);
+        }
         for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
             mine.merge(theirs);
         }
