@@ -38,6 +38,7 @@ use crate::protocol::sasl::SaslConfig;
 use crate::protocol::session::{canned, Peer, BODY_PIECE_TARGET};
 use crate::protocol::{Directive, Session, SessionEnv};
 use crate::server::framer::{Framer, Line, LineBatch};
+use crate::server::unmapped;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::fmt;
 use std::fs::File;
@@ -433,19 +434,6 @@ pub fn endpoints_from_env(var: impl Fn(&str) -> Option<String>) -> Endpoints {
     Endpoints {
         remote: addr("TCPREMOTEIP", "TCPREMOTEPORT").or_else(|| addr("REMOTE_ADDR", "REMOTE_PORT")),
         local: addr("TCPLOCALIP", "TCPLOCALPORT"),
-    }
-}
-
-/// An IPv4 client reaching an IPv6 socket shows as `::ffff:a.b.c.d`; as
-/// `a.b.c.d` it reads better in the log and `127.0.0.1` counts as loopback
-/// for `allow_plaintext_auth`.
-fn unmapped(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
     }
 }
 

@@ -1796,3 +1796,55 @@ fn connections_over_max_connections_are_refused() {
     c.greeting();
     open[1].ok("USER alice");
 }
+
+/// On a dual-stack `[::]` listener an IPv4 client arrives as
+/// `::ffff:127.0.0.1`; it is still loopback for the default
+/// `allow_plaintext_auth: LoopbackOnly`, and the log names it as IPv4.
+#[test]
+fn ipv4_clients_of_a_dual_stack_listener_are_seen_as_ipv4() {
+    let server = TestServer::start(
+        Fixture::new()
+            .user("alice", "secret")
+            .message("alice", &b"Subject: v4\n\nhi\n"[..])
+            .listen_host("[::]")
+            .log_filter("info"),
+    );
+    let mut c = server.connect();
+    let user = c.command("USER alice");
+    assert!(user.starts_with("+OK"), "plaintext refused: {user}");
+    c.ok("PASS secret");
+    c.ok("QUIT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("remote=127.0.0.1") {
+        assert!(
+            Instant::now() < deadline,
+            "no IPv4 remote in:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!server.log().contains("::ffff:"), "{}", server.log());
+}
+
+/// Started with a soft open-file limit of 64 (a logged-in maildir session
+/// holds two descriptors), the server raises it to the hard limit, so 60
+/// sessions held open at once all log in.
+#[test]
+fn the_soft_open_file_limit_does_not_cap_sessions() {
+    const SESSIONS: usize = 60;
+    let mut fixture = Fixture::new().soft_open_file_limit(64);
+    for i in 0..SESSIONS {
+        let user = format!("user{i}");
+        fixture = fixture
+            .user(&user, "pw")
+            .message(&user, &b"Subject: fd\n\nhi\n"[..]);
+    }
+    let server = TestServer::start(fixture);
+    let sessions: Vec<Client> = (0..SESSIONS)
+        .map(|i| server.login(&format!("user{i}"), "pw"))
+        .collect();
+    for mut session in sessions {
+        let status = session.command("STAT");
+        assert!(status.starts_with("+OK 1 "), "{status}");
+    }
+}

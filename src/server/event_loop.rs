@@ -656,7 +656,7 @@ impl EventLoop {
                 }
             };
             let implicit_tls = l.implicit_tls;
-            self.admit(stream, peer, implicit_tls);
+            self.admit(stream, super::unmapped(peer), implicit_tls);
         }
     }
 
@@ -731,7 +731,7 @@ impl EventLoop {
             },
             id,
         );
-        let local = stream.local_addr().ok();
+        let local = stream.local_addr().ok().map(super::unmapped);
         log::debug!(
             "session={id:08x} connect remote={peer} local={} tls={}",
             local.map_or_else(|| "?".to_string(), |a| a.to_string()),

@@ -55,7 +55,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use stats::Metrics;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,6 +129,20 @@ impl From<std::io::Error> for ServerError {
     }
 }
 
+/// An IPv4 client reaching an IPv6 socket shows as `::ffff:a.b.c.d`; as
+/// `a.b.c.d` it reads better in the log and `127.0.0.1` counts as loopback
+/// for `allow_plaintext_auth`, and it counts
+/// against the same per-address limits and trusted networks as over IPv4.
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
 /// Loads the certificate and key as the server would at start, so
 /// `check-config` can report a bad file before a restart finds it.
 pub fn check_tls(files: &crate::config::TlsFiles) -> Result<(), TlsError> {
@@ -169,6 +183,52 @@ pub(crate) fn session_env(
     })
 }
 
+/// Descriptors a logged-in session may hold: its socket and, with the
+/// maildir store, the locked `pop3d.lock`.
+const DESCRIPTORS_PER_SESSION: u64 = 2;
+/// Descriptors besides sessions: listeners, epoll, the waker, logs,
+/// message files being read, plugins' own.
+const DESCRIPTORS_SPARE: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one: the usual soft limit
+/// (1024) would stop a server at about 500 logged-in sessions, long before
+/// `max_connections`. Says so when even the hard limit is too low.
+fn raise_open_file_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            log::warn!("cannot read the open-file limit: {e}");
+            return;
+        }
+    };
+    let limit = if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                log::debug!("open-file limit raised from {soft} to {hard}");
+                hard
+            }
+            Err(e) => {
+                log::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    let wanted = (max_connections as u64)
+        .saturating_mul(DESCRIPTORS_PER_SESSION)
+        .saturating_add(DESCRIPTORS_SPARE);
+    if limit < wanted {
+        log::warn!(
+            "the open-file limit is {limit}, but limits.max_connections ({max_connections}) \
+             needs about {wanted}: logins beyond about {} sessions will fail with [SYS/TEMP]; \
+             raise LimitNOFILE= in the systemd unit (or ulimit -n) or lower max_connections",
+            limit.saturating_sub(DESCRIPTORS_SPARE) / DESCRIPTORS_PER_SESSION
+        );
+    }
+}
+
 /// Runs the server until SIGTERM or SIGINT (see the module docs for the
 /// other signals). `on_ready` is called with the bound addresses once
 /// every listener is up (the demo prints how to connect).
@@ -178,6 +238,7 @@ pub fn run(
     on_ready: &mut dyn FnMut(&[SocketAddr]),
 ) -> Result<(), ServerError> {
     let demo = matches!(source, ConfigSource::Demo);
+    raise_open_file_limit(config.limits.max_connections);
     // Names are looked up first: a typo stops the server before it binds.
     let account = privileges::plan(config, demo).map_err(ServerError::Privileges)?;
 

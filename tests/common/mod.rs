@@ -198,6 +198,12 @@ pub struct Fixture {
     store_root: Option<String>,
     /// More `key: value` entries for the store's config section.
     store_options: Vec<String>,
+    /// The host part of the listen address (`127.0.0.1` unless set); the
+    /// tests still connect to 127.0.0.1.
+    listen_host: Option<String>,
+    /// A soft open-file limit to start the server with (through `sh -c
+    /// 'ulimit -Sn N'`), to see that it raises it.
+    soft_open_file_limit: Option<u64>,
 }
 
 impl Default for Fixture {
@@ -226,6 +232,8 @@ impl Fixture {
             homes: Vec::new(),
             store_root: None,
             store_options: Vec::new(),
+            listen_host: None,
+            soft_open_file_limit: None,
         }
     }
 
@@ -275,6 +283,18 @@ impl Fixture {
     pub fn limit(mut self, key: &str, value: impl Display) -> Self {
         self.limits.retain(|(k, _)| k != key);
         self.limits.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// Starts the server with this soft open-file limit.
+    pub fn soft_open_file_limit(mut self, limit: u64) -> Self {
+        self.soft_open_file_limit = Some(limit);
+        self
+    }
+
+    /// Listens on `host` (say `[::]`, dual-stack) instead of 127.0.0.1.
+    pub fn listen_host(mut self, host: &str) -> Self {
+        self.listen_host = Some(host.into());
         self
     }
 
@@ -402,7 +422,18 @@ impl TestServer {
                 .append(true)
                 .open(self.log_path())
                 .unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_pop3d"))
+            let mut command = match self.fixture.soft_open_file_limit {
+                None => Command::new(env!("CARGO_BIN_EXE_pop3d")),
+                Some(limit) => {
+                    let mut shell = Command::new("/bin/sh");
+                    shell
+                        .arg("-c")
+                        .arg(format!("ulimit -Sn {limit} && exec \"$0\" \"$@\""))
+                        .arg(env!("CARGO_BIN_EXE_pop3d"));
+                    shell
+                }
+            };
+            let child = command
                 .arg("--config")
                 .arg(&config_path)
                 .env("RUST_LOG", &self.fixture.log_filter)
@@ -463,7 +494,8 @@ impl TestServer {
         }
         store_config.push(')');
         format!(
-            "(\n    listen: [(addr: \"127.0.0.1:{port}\")],\n{top_level}    limits: ({limits}),\n    auth: (plugin: {auth:?}, config: (path: \"{passwd}\")),\n    store: (plugin: {store:?}, config: {store_config}),\n)\n",
+            "(\n    listen: [(addr: \"{host}:{port}\")],\n{top_level}    limits: ({limits}),\n    auth: (plugin: {auth:?}, config: (path: \"{passwd}\")),\n    store: (plugin: {store:?}, config: {store_config}),\n)\n",
+            host = self.fixture.listen_host.as_deref().unwrap_or("127.0.0.1"),
             port = self.port,
             passwd = self.dir.join("passwd").display(),
         )
