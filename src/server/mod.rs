@@ -193,7 +193,7 @@ const DESCRIPTORS_SPARE: u64 = 256;
 /// Raises the soft open-file limit to the hard one: the usual soft limit
 /// (1024) would stop a server at about 500 logged-in sessions, long before
 /// `max_connections`. Says so when even the hard limit is too low.
-fn raise_open_file_limit(max_connections: usize) {
+fn raise_open_file_limit(max_connections: usize, warn_if_short: bool) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok(limits) => limits,
@@ -219,7 +219,7 @@ fn raise_open_file_limit(max_connections: usize) {
     let wanted = (max_connections as u64)
         .saturating_mul(DESCRIPTORS_PER_SESSION)
         .saturating_add(DESCRIPTORS_SPARE);
-    if limit < wanted {
+    if warn_if_short && limit < wanted {
         log::warn!(
             "the open-file limit is {limit}, but limits.max_connections ({max_connections}) \
              needs about {wanted}: logins beyond about {} sessions will fail with [SYS/TEMP]; \
@@ -238,7 +238,8 @@ pub fn run(
     on_ready: &mut dyn FnMut(&[SocketAddr]),
 ) -> Result<(), ServerError> {
     let demo = matches!(source, ConfigSource::Demo);
-    raise_open_file_limit(config.limits.max_connections);
+    // The demo serves one user on loopback: no capacity to warn about.
+    raise_open_file_limit(config.limits.max_connections, !demo);
     // Names are looked up first: a typo stops the server before it binds.
     let account = privileges::plan(config, demo).map_err(ServerError::Privileges)?;
 
