@@ -6,6 +6,7 @@ use crate::listing_cache::{dir_time, DirTime, SharedSnapshot};
 use crate::snapshot::{base_name, list_message_files, MessageFile};
 use pop3d_plugin_api::{log_debug, log_error, Error, Maildrop, MessageInfo};
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -143,7 +144,7 @@ impl Drop for MaildirLock {
 /// in between a check and the open. (A separate `lstat` by path first would
 /// cost a second path walk per message read.)
 pub(crate) fn open_regular_file(path: &Path) -> io::Result<File> {
-    let not_regular = || io::Error::new(io::ErrorKind::InvalidData, "not a regular file");
+    let not_regular = not_regular_file;
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -157,6 +158,53 @@ pub(crate) fn open_regular_file(path: &Path) -> io::Result<File> {
         return Err(not_regular());
     }
     Ok(file)
+}
+
+/// The open `cur/` or `new/` of `maildir` that `path` is directly in,
+/// opening it on first use; `None` for any other path or when it cannot be
+/// opened (the caller then opens by path).
+fn open_directory_of<'a>(
+    maildir: &Path,
+    path: &Path,
+    directories: &'a mut [Option<File>; 2],
+) -> Option<&'a File> {
+    let parent = path.parent()?;
+    if parent.parent()? != maildir {
+        return None;
+    }
+    let slot = match parent.file_name()?.as_encoded_bytes() {
+        b"cur" => 0,
+        b"new" => 1,
+        _ => return None,
+    };
+    if directories[slot].is_none() {
+        directories[slot] = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(parent)
+            .ok();
+    }
+    directories[slot].as_ref()
+}
+
+/// [`open_regular_file`] for the file `name` in the open `directory`.
+fn open_regular_file_in(directory: &File, name: &OsStr) -> io::Result<File> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = match openat(directory, name, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(nix::errno::Errno::ELOOP) => return Err(not_regular_file()),
+        Err(errno) => return Err(io::Error::from(errno)),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(not_regular_file());
+    }
+    Ok(file)
+}
+
+fn not_regular_file() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "not a regular file")
 }
 
 /// Where the message with base name `base` is now, if it is still in `cur/`
@@ -183,6 +231,10 @@ pub struct MaildirMaildrop {
     /// Where files of the snapshot were found after another program moved
     /// them, by message index (the shared snapshot is never changed).
     moved: HashMap<usize, PathBuf>,
+    /// `cur/` and `new/`, opened at the first message read, so each message
+    /// is opened relative to its directory (a one-component lookup) rather
+    /// than by its full path. `None` until needed or if it cannot be opened.
+    directories: [Option<File>; 2],
     /// Whether commit moves the messages it keeps from `new/` to `cur/`.
     move_new_to_cur: bool,
     /// Held for the life of the maildrop; released on drop.
@@ -200,6 +252,7 @@ impl MaildirMaildrop {
             maildir,
             snapshot,
             moved: HashMap::new(),
+            directories: [None, None],
             move_new_to_cur,
             _lock: lock,
         }
@@ -221,6 +274,7 @@ impl Maildrop for MaildirMaildrop {
             .get(index)
             .ok_or_else(|| Error::NotFound(format!("no message {}", index + 1)))?;
         let path = self.moved.get(&index).unwrap_or(&file.path);
+        let directory = open_directory_of(maildir, path, &mut self.directories);
         let gone = || {
             Error::NotFound(format!(
                 "message {} ({}) was deleted by another program",
@@ -228,7 +282,11 @@ impl Maildrop for MaildirMaildrop {
                 String::from_utf8_lossy(&file.base)
             ))
         };
-        let (opened, path) = match open_regular_file(path) {
+        let first_try = match (directory, path.file_name()) {
+            (Some(directory), Some(name)) => open_regular_file_in(directory, name),
+            _ => open_regular_file(path),
+        };
+        let (opened, path) = match first_try {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 let Some(moved_to) = find_by_base(maildir, &file.base)? else {
                     return Err(gone());
