@@ -100,64 +100,93 @@ const HOLD_REPLIES_AT_MOST: Duration = Duration::from_millis(1);
 /// replies are announced when the queue is empty, when the oldest has
 /// waited [`HOLD_REPLIES_AT_MOST`], or before a job that may take long (a
 /// password hash, opening or updating a maildrop), so a ready reply never
-/// waits behind one. On a busy server this halves the context switches
-/// between the loop and the workers.
+/// waits behind one. A worker never blocks while it holds replies. On a
+/// busy server this saves a wake-up of the loop, and a context switch, for
+/// most jobs.
 pub fn run(
     jobs: Receiver<Job>,
     done: Sender<Done>,
     notifier: Arc<Notifier>,
     metrics: Arc<Metrics>,
 ) {
+    // When this worker last sent a reply it has not announced yet.
     let mut holding_since: Option<Instant> = None;
-    for job in jobs.iter() {
+    loop {
+        // Never block while holding replies: another worker may have taken
+        // the job this one expected, and the replies would wait for the next
+        // client to send something.
+        let next = if holding_since.is_some() {
+            match jobs.try_recv() {
+                Ok(job) => Ok(job),
+                Err(_) => {
+                    notifier.notify();
+                    holding_since = None;
+                    jobs.recv()
+                }
+            }
+        } else {
+            jobs.recv()
+        };
+        let Ok(job) = next else {
+            // The loop has gone away (shutdown).
+            return;
+        };
         if holding_since.is_some() && job.may_block() {
             notifier.notify();
             holding_since = None;
         }
-        let result = match job {
-            Job::Lines {
-                conn,
-                mut session,
-                mut lines,
-                mut out,
-            } => {
-                let (handled, directive) = handle_lines(&mut session, &lines, &mut out, &metrics);
-                lines.consume(handled);
-                Done {
-                    conn,
-                    session,
-                    out,
-                    unhandled: lines,
-                    directive,
-                }
+        if let Some(result) = run_job(job, &metrics) {
+            if done.send(result).is_err() {
+                // The loop has gone away (shutdown); nothing left to answer.
+                return;
             }
-            Job::Body {
-                conn,
-                mut session,
-                mut out,
-            } => {
-                let directive = session.continue_body(&mut out);
-                Done {
-                    conn,
-                    session,
-                    out,
-                    unhandled: LineBatch::default(),
-                    directive,
-                }
-            }
-            Job::Abandon { session, reason } => {
-                session.abandon(reason);
-                continue;
-            }
-        };
-        if done.send(result).is_err() {
-            // The loop has gone away (shutdown); nothing left to answer.
-            return;
+            holding_since.get_or_insert_with(Instant::now);
         }
-        let since = *holding_since.get_or_insert_with(Instant::now);
-        if jobs.is_empty() || since.elapsed() >= HOLD_REPLIES_AT_MOST {
-            notifier.notify();
-            holding_since = None;
+        if let Some(since) = holding_since {
+            if jobs.is_empty() || since.elapsed() >= HOLD_REPLIES_AT_MOST {
+                notifier.notify();
+                holding_since = None;
+            }
+        }
+    }
+}
+
+/// Runs one job; what goes back to the loop, if anything.
+fn run_job(job: Job, metrics: &Metrics) -> Option<Done> {
+    match job {
+        Job::Lines {
+            conn,
+            mut session,
+            mut lines,
+            mut out,
+        } => {
+            let (handled, directive) = handle_lines(&mut session, &lines, &mut out, metrics);
+            lines.consume(handled);
+            Some(Done {
+                conn,
+                session,
+                out,
+                unhandled: lines,
+                directive,
+            })
+        }
+        Job::Body {
+            conn,
+            mut session,
+            mut out,
+        } => {
+            let directive = session.continue_body(&mut out);
+            Some(Done {
+                conn,
+                session,
+                out,
+                unhandled: LineBatch::default(),
+                directive,
+            })
+        }
+        Job::Abandon { session, reason } => {
+            session.abandon(reason);
+            None
         }
     }
 }
