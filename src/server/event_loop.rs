@@ -935,7 +935,12 @@ impl EventLoop {
             if drained && !conn.out.is_empty() {
                 conn.out.clear();
                 conn.written = 0;
-                if conn.out.capacity() > KEEP_OUTPUT_CAPACITY {
+                // A large buffer goes back to the allocator once a reply is
+                // done, so an idle connection stays small; while a body is
+                // streaming it is kept for the next piece.
+                if conn.out.capacity() > KEEP_OUTPUT_CAPACITY
+                    && !matches!(conn.phase, Phase::Streaming)
+                {
                     conn.out = Vec::new();
                 }
             }
