@@ -811,10 +811,22 @@ impl Transaction {
                 encoder,
                 number,
             } => {
-                // Room for the whole piece at once: the last read may
-                // double in size (LF to CRLF, dot-stuffing), and growing
-                // the buffer step by step would copy it over and over.
-                out.reserve((BODY_PIECE_TARGET + 2 * READ_CHUNK + 8).saturating_sub(out.len()));
+                // Room for the whole piece at once (the last read may double
+                // in size: LF to CRLF, dot-stuffing), so a large message is
+                // not copied over and over as the buffer grows; but no more
+                // than the message needs (its wire size, plus some for
+                // stuffing dots), so a small RETR does not allocate, and
+                // fault in, a large buffer.
+                let piece_at_most = BODY_PIECE_TARGET + 2 * READ_CHUNK + 8;
+                let message_needs = self
+                    .maildrop
+                    .messages()
+                    .get(*number - 1)
+                    .and_then(|message| {
+                        usize::try_from(message.wire_size + message.wire_size / 16 + 8).ok()
+                    })
+                    .unwrap_or(piece_at_most);
+                out.reserve(piece_at_most.min(message_needs + 8));
                 let step = READ_BUF.with(|buf| {
                     let mut buf = buf.borrow_mut();
                     while out.len() < BODY_PIECE_TARGET {
