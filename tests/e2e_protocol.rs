@@ -1802,6 +1802,15 @@ fn connections_over_max_connections_are_refused() {
 /// `allow_plaintext_auth: LoopbackOnly`, and the log names it as IPv4.
 #[test]
 fn ipv4_clients_of_a_dual_stack_listener_are_seen_as_ipv4() {
+    // A machine without IPv6 (or with bindv6only) cannot have the case.
+    let dual_stack = std::net::TcpListener::bind("[::]:0").and_then(|listener| {
+        let port = listener.local_addr()?.port();
+        std::net::TcpStream::connect(("127.0.0.1", port))
+    });
+    if let Err(e) = dual_stack {
+        eprintln!("skipped: no dual-stack IPv6 listener here ({e})");
+        return;
+    }
     let server = TestServer::start(
         Fixture::new()
             .user("alice", "secret")
