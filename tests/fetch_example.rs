@@ -19,6 +19,10 @@
 //! maildirs' `cur`, `new` and `tmp` are emptied by the tests, so point this
 //! only at a scratch server.
 
+#[path = "support/scratch.rs"]
+mod scratch;
+
+use scratch::TempDir;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -209,7 +213,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(user: &'static str) -> Fixture {
-        let dir = TempDir::new(user);
+        let dir = TempDir::new(&format!("fetch-{user}"));
         let local_maildir = dir.path.join("local");
         match std::env::var("POP3D_TEST_EXTERNAL") {
             Ok(addr) => {
@@ -321,47 +325,10 @@ fn unix_secs() -> u64 {
         .as_secs()
 }
 
-/// The example binary, built once per test run so it always matches the
-/// source (`cargo test --test fetch_example` alone would not build it).
-/// Cargo puts examples next to the package's binaries.
+/// The fetch example, built once per test run.
 fn fetch_binary() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let profile_dir = Path::new(env!("CARGO_BIN_EXE_pop3d")).parent().unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") => "dev",
-            Some(name) => name,
-            None => "dev",
-        };
-        let build = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "fetch",
-                "--profile",
-                profile,
-            ])
-            .arg("--manifest-path")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir)
-            .output()
-            .unwrap();
-        assert!(
-            build.status.success(),
-            "cargo build --example fetch failed:\n{}",
-            String::from_utf8_lossy(&build.stderr)
-        );
-        let fetch = profile_dir.join("examples").join("fetch");
-        assert!(
-            fetch.is_file(),
-            "{} is missing after building it; run `cargo build --example fetch`",
-            fetch.display()
-        );
-        fetch
-    })
+    BUILT.get_or_init(|| scratch::build_example("fetch"))
 }
 
 // ---------------------------------------------------------------------------
@@ -563,33 +530,4 @@ fn relay_connection(client: TcpStream, upstream: TcpStream, drop_at_quit: bool) 
     let _ = to_upstream.shutdown(Shutdown::Write);
     let _ = downstream.join();
     let _ = client.shutdown(Shutdown::Both);
-}
-
-/// A directory removed when the test ends.
-struct TempDir {
-    /// Its path.
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "pop3d-fetch-{label}-{}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        fs::create_dir_all(&path).unwrap();
-        TempDir { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
 }

@@ -14,15 +14,20 @@
 //! with the same profile and target directory), so they never run a stale
 //! binary.
 
+#[path = "support/scratch.rs"]
+mod scratch;
+#[path = "support/tls_server.rs"]
+mod tls_server;
+
+use tls_server::{write_certificate, Mailbox, TempDir, TlsServer, PATIENCE};
+
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Users in the fixture; loadgen needs one per concurrent connection.
 const USERS: usize = 4;
@@ -34,100 +39,34 @@ const MESSAGES: [&[u8]; 2] = [
     b"From: carol@example.org\nSubject: second\n\nA second message, a bit longer than the first one.\n",
 ];
 
-/// How long a test waits for the server to start. This bounds a failing
-/// test; it is not a performance assertion.
-const PATIENCE: Duration = Duration::from_secs(30);
+/// The suite's server: user1..USERS, each with [`MESSAGES`]; their
+/// `user:password` list for loadgen in `users.txt`.
+type Server = TlsServer;
 
-/// A running pop3d with its files.
-struct Server {
-    dir: TempDir,
-    child: Child,
-    /// Plain POP3 (STLS offered).
-    plain: SocketAddr,
-    /// Implicit TLS (POP3S).
-    implicit: SocketAddr,
-}
-
-impl Server {
-    fn start(label: &str) -> Server {
-        let dir = TempDir::new(label);
-        write_certificate(&dir.path, "cert");
-        let mut passwd = String::new();
-        let mut users = String::new();
-        for n in 1..=USERS {
-            passwd.push_str(&format!("user{n}:{{PLAIN}}secret{n}::::::\n"));
-            users.push_str(&format!("user{n}:secret{n}\n"));
-            let maildir = dir.path.join(format!("mail/user{n}/Maildir"));
-            for sub in ["cur", "new", "tmp"] {
-                fs::create_dir_all(maildir.join(sub)).unwrap();
-            }
-            for (i, message) in MESSAGES.iter().enumerate() {
-                let name = format!("100000000{i}.M{i}P1.host:2,");
-                fs::write(maildir.join("cur").join(name), message).unwrap();
-            }
-        }
-        fs::write(dir.path.join("passwd"), passwd).unwrap();
-        fs::write(dir.path.join("users.txt"), users).unwrap();
-        let plain = free_port();
-        let implicit = free_port();
-        let config = dir.path.join("pop3d.ron");
-        fs::write(
-            &config,
-            format!(
-                "(\n    listen: [(addr: \"{plain}\"), (addr: \"{implicit}\", implicit_tls: true)],\n    \
-                 tls: Some((cert: \"{cert}\", key: \"{key}\")),\n    allow_root: true,\n    \
-                 auth: (plugin: \"passwd-file\", config: (path: \"{passwd}\")),\n    \
-                 store: (plugin: \"maildir\", config: (root: \"{root}\")),\n)\n",
-                cert = dir.path.join("cert.pem").display(),
-                key = dir.path.join("cert.key").display(),
-                passwd = dir.path.join("passwd").display(),
-                root = dir.path.join("mail/%u/Maildir").display(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pop3d"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path.join("pop3d.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            dir,
-            child,
-            plain,
-            implicit,
-        };
-        server.wait_until_accepting();
+impl TlsServer {
+    fn start_for_loadgen(label: &str) -> TlsServer {
+        let names: Vec<(String, String)> = (1..=USERS)
+            .map(|n| (format!("user{n}"), format!("secret{n}")))
+            .collect();
+        let mailboxes: Vec<Mailbox<'_>> = names
+            .iter()
+            .map(|(user, password)| Mailbox {
+                user,
+                password,
+                messages: &MESSAGES,
+            })
+            .collect();
+        let server = TlsServer::start(label, &mailboxes, "");
+        let users: String = names
+            .iter()
+            .map(|(user, password)| format!("{user}:{password}\n"))
+            .collect();
+        fs::write(server.dir.path.join("users.txt"), users).unwrap();
         server
     }
 
-    fn wait_until_accepting(&mut self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if TcpStream::connect(self.plain).is_ok() && TcpStream::connect(self.implicit).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("pop3d exited ({status}) before accepting:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pop3d did not start:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path.join("pop3d.log")).unwrap_or_default()
-    }
-
     fn cert(&self) -> PathBuf {
-        self.dir.path.join("cert.pem")
+        self.cert_path()
     }
 
     /// Runs loadgen against `addr` with `--json` and the fixture's users.
@@ -146,13 +85,6 @@ impl Server {
             output,
             server_log: self.log(),
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -218,106 +150,26 @@ impl Run {
     }
 }
 
-/// Writes a fresh self-signed certificate for 127.0.0.1 and localhost as
-/// `NAME.pem` and `NAME.key` in `dir`.
-fn write_certificate(dir: &Path, name: &str) {
-    let pair =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap();
-    fs::write(dir.join(format!("{name}.pem")), pair.cert.pem()).unwrap();
-    fs::write(
-        dir.join(format!("{name}.key")),
-        pair.signing_key.serialize_pem(),
-    )
-    .unwrap();
-}
-
-fn free_port() -> SocketAddr {
-    // Free now; the small window before pop3d binds it is acceptable here.
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "pop3d-loadgen-tls-{label}-{}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        fs::create_dir_all(&path).unwrap();
-        TempDir { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-/// The example binary, built once per test run so it always matches the
-/// source (`cargo test --test loadgen_tls` alone would not build it).
-/// Cargo puts examples next to the package's binaries.
+/// The loadgen example, built once per test run.
 fn loadgen_binary() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let profile_dir = Path::new(env!("CARGO_BIN_EXE_pop3d")).parent().unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") => "dev",
-            Some(name) => name,
-            None => "dev",
-        };
-        let build = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "loadgen",
-                "--profile",
-                profile,
-            ])
-            .arg("--manifest-path")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir)
-            .output()
-            .unwrap();
-        assert!(
-            build.status.success(),
-            "cargo build --example loadgen failed:\n{}",
-            String::from_utf8_lossy(&build.stderr)
-        );
-        let loadgen = profile_dir.join("examples").join("loadgen");
-        assert!(
-            loadgen.is_file(),
-            "{} is missing after building it; run `cargo build --example loadgen`",
-            loadgen.display()
-        );
-        loadgen
-    })
+    BUILT.get_or_init(|| scratch::build_example("loadgen"))
 }
 
-#[test]
-fn implicit_tls_full_sessions_are_all_verified() {
-    let server = Server::start("implicit");
+/// Six full sessions, two at a time, over `--tls` or `--stls`: every one
+/// completes, every reply verified, every login made over TLS.
+fn full_sessions_over(tls_flag: &str, label: &str) -> Run {
+    let server = Server::start_for_loadgen(label);
     let cert = server.cert();
+    let addr = if tls_flag == "--tls" {
+        server.implicit
+    } else {
+        server.plain
+    };
     let run = server.loadgen(
-        server.implicit,
+        addr,
         &[
-            "--tls",
+            tls_flag,
             "--ca",
             cert.to_str().unwrap(),
             "--mode",
@@ -328,45 +180,31 @@ fn implicit_tls_full_sessions_are_all_verified() {
             "6",
         ],
     );
-    run.assert_clean("implicit");
     run.assert_has("\"sessions_ok\":6");
     run.assert_has("\"handshakes\":6");
     // Every message of every session came through TLS and was checked.
     run.assert_has("\"RETR\":{\"count\":12,");
     run.assert_has("\"verify\":\"ca\"");
+    // USER and PASS went over TLS: the server says so in each login line.
     run.assert_logins_over_tls(6);
+    run
+}
+
+#[test]
+fn implicit_tls_full_sessions_are_all_verified() {
+    full_sessions_over("--tls", "implicit").assert_clean("implicit");
 }
 
 #[test]
 fn stls_full_sessions_are_all_verified() {
-    let server = Server::start("stls");
-    let cert = server.cert();
-    let run = server.loadgen(
-        server.plain,
-        &[
-            "--stls",
-            "--ca",
-            cert.to_str().unwrap(),
-            "--mode",
-            "full",
-            "-c",
-            "2",
-            "--sessions",
-            "6",
-        ],
-    );
+    let run = full_sessions_over("--stls", "stls");
     run.assert_clean("stls");
-    run.assert_has("\"sessions_ok\":6");
-    run.assert_has("\"handshakes\":6");
     run.assert_has("\"STLS\":{\"count\":6,");
-    run.assert_has("\"RETR\":{\"count\":12,");
-    // USER and PASS went over TLS: the server says so in each login line.
-    run.assert_logins_over_tls(6);
 }
 
 #[test]
 fn every_mode_runs_over_both_kinds_of_tls() {
-    let server = Server::start("modes");
+    let server = Server::start_for_loadgen("modes");
     let cert = server.cert();
     let cert = cert.to_str().unwrap();
     let modes: [&[&str]; 4] = [
@@ -400,7 +238,7 @@ fn every_mode_runs_over_both_kinds_of_tls() {
 
 #[test]
 fn implicit_tls_against_a_plain_port_fails_each_session_with_a_clear_message() {
-    let server = Server::start("wrong-port");
+    let server = Server::start_for_loadgen("wrong-port");
     let cert = server.cert();
     let run = server.loadgen(
         server.plain,
@@ -432,7 +270,7 @@ fn implicit_tls_against_a_plain_port_fails_each_session_with_a_clear_message() {
 
 #[test]
 fn an_untrusted_certificate_is_refused_unless_insecure() {
-    let server = Server::start("trust");
+    let server = Server::start_for_loadgen("trust");
     write_certificate(&server.dir.path, "other");
     let other = server.dir.path.join("other.pem");
     let base = ["--mode", "login", "-c", "1", "--sessions", "2"];

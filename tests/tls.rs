@@ -14,118 +14,40 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+#[path = "support/scratch.rs"]
+mod scratch;
+#[path = "support/tls_server.rs"]
+mod tls_server;
+
+use tls_server::{write_certificate, Mailbox, TlsServer, PATIENCE};
 
 const MESSAGE: &[u8] = b"From: bob@example.org\nSubject: over TLS\n\nHello, alice.\n.dot line\n";
 
-/// How long a test waits for a reply before calling the server stuck. This
-/// bounds a failing test; it is not a performance assertion.
-const PATIENCE: Duration = Duration::from_secs(30);
-
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
-/// A running pop3d with its files.
-struct Server {
-    dir: TempDir,
-    child: Child,
-    /// Plain POP3 (STLS offered).
-    plain: SocketAddr,
-    /// Implicit TLS (POP3S).
-    implicit: SocketAddr,
-}
+/// The suite's server: alice with one message.
+type Server = TlsServer;
 
-impl Server {
+impl TlsServer {
     /// Starts pop3d; `extra` is inserted into the config's top level.
-    fn start(label: &str, extra: &str) -> Server {
-        let dir = TempDir::new(label);
-        write_certificate(&dir.path);
-        fs::write(dir.path.join("passwd"), "alice:{PLAIN}secret::::::\n").unwrap();
-        let maildir = dir.path.join("mail/alice/Maildir");
-        for sub in ["cur", "new", "tmp"] {
-            fs::create_dir_all(maildir.join(sub)).unwrap();
-        }
-        fs::write(maildir.join("cur/1000000001.M1P1.host:2,"), MESSAGE).unwrap();
-        let plain = free_port();
-        let implicit = free_port();
-        let config = dir.path.join("pop3d.ron");
-        fs::write(
-            &config,
-            format!(
-                "(\n    listen: [(addr: \"{plain}\"), (addr: \"{implicit}\", implicit_tls: true)],\n    \
-                 tls: Some((cert: \"{cert}\", key: \"{key}\")),\n    allow_root: true,\n    \
-                 {extra}\n    \
-                 auth: (plugin: \"passwd-file\", config: (path: \"{passwd}\")),\n    \
-                 store: (plugin: \"maildir\", config: (root: \"{root}\")),\n)\n",
-                cert = dir.path.join("cert.pem").display(),
-                key = dir.path.join("key.pem").display(),
-                passwd = dir.path.join("passwd").display(),
-                root = dir.path.join("mail/%u/Maildir").display(),
-            ),
+    fn start_for_alice(label: &str, extra: &str) -> TlsServer {
+        TlsServer::start(
+            label,
+            &[Mailbox {
+                user: "alice",
+                password: "secret",
+                messages: &[MESSAGE],
+            }],
+            extra,
         )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pop3d"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path.join("pop3d.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            dir,
-            child,
-            plain,
-            implicit,
-        };
-        server.wait_until_accepting();
-        server
-    }
-
-    fn wait_until_accepting(&mut self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if TcpStream::connect(self.plain).is_ok() && TcpStream::connect(self.implicit).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("pop3d exited ({status}) before accepting:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pop3d did not start:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path.join("pop3d.log")).unwrap_or_default()
-    }
-
-    fn cert_path(&self) -> PathBuf {
-        self.dir.path.join("cert.pem")
-    }
-
-    /// Waits until the log contains `needle` (the server logs asynchronously
-    /// to the test's actions).
-    fn wait_for_log(&self, needle: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "log never showed {needle:?}:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// A plain connection, greeting already read.
@@ -149,36 +71,6 @@ impl Server {
         assert!(greeting.starts_with("+OK"), "{greeting}");
         tls
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Writes a fresh self-signed certificate for 127.0.0.1 and localhost as
-/// `cert.pem` / `key.pem` in `dir`, returning the certificate's DER.
-fn write_certificate(dir: &Path) -> Vec<u8> {
-    let pair =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap();
-    // Write then rename, as an operator's renewal tool would, so the
-    // server never reads a half-written file.
-    fs::write(dir.join("cert.pem.new"), pair.cert.pem()).unwrap();
-    fs::write(dir.join("key.pem.new"), pair.signing_key.serialize_pem()).unwrap();
-    fs::rename(dir.join("key.pem.new"), dir.join("key.pem")).unwrap();
-    fs::rename(dir.join("cert.pem.new"), dir.join("cert.pem")).unwrap();
-    pair.cert.der().to_vec()
-}
-
-fn free_port() -> SocketAddr {
-    // Free now; the small window before pop3d binds it is acceptable here.
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A plain POP3 connection.
@@ -368,7 +260,7 @@ fn python_poplib_over_implicit_tls_and_stls() {
         eprintln!("SKIPPED python_poplib_over_implicit_tls_and_stls: python3 is not installed");
         return;
     }
-    let server = Server::start("poplib", "");
+    let server = Server::start_for_alice("poplib", "");
     let script = r#"
 import poplib, ssl, sys
 host, plain, implicit, cafile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -438,7 +330,7 @@ fn curl_over_stls_and_pop3s() {
         eprintln!("SKIPPED curl_over_stls_and_pop3s: curl is not installed");
         return;
     }
-    let server = Server::start("curl", "");
+    let server = Server::start_for_alice("curl", "");
     for url in [
         format!("pop3://127.0.0.1:{}/1", server.plain.port()),
         format!("pop3s://127.0.0.1:{}/1", server.implicit.port()),
@@ -465,7 +357,7 @@ fn curl_over_stls_and_pop3s() {
 
 #[test]
 fn commands_pipelined_behind_stls_are_never_answered() {
-    let server = Server::start("inject", "");
+    let server = Server::start_for_alice("inject", "");
     let mut plain = server.connect_plain();
     // One write: the CAPA travels in the same segment as STLS, as an
     // attacker in the middle would inject it (CVE-2011-0411).
@@ -491,7 +383,7 @@ fn commands_pipelined_behind_stls_are_never_answered() {
 
 #[test]
 fn a_partial_line_before_stls_is_discarded() {
-    let server = Server::start("partial", "");
+    let server = Server::start_for_alice("partial", "");
     let mut plain = server.connect_plain();
     // "CAPA" without its CRLF sits in the framer when STLS is handled; if
     // it survived, the CRLF sent over TLS would complete it.
@@ -506,7 +398,7 @@ fn a_partial_line_before_stls_is_discarded() {
 
 #[test]
 fn plaintext_sent_after_stls_before_the_handshake_breaks_only_that_connection() {
-    let server = Server::start("late-plaintext", "");
+    let server = Server::start_for_alice("late-plaintext", "");
     let mut plain = server.connect_plain();
     plain.send(b"STLS\r\n");
     assert_eq!(plain.line(), "+OK Begin TLS negotiation\r\n");
@@ -524,7 +416,7 @@ fn plaintext_sent_after_stls_before_the_handshake_breaks_only_that_connection() 
 
 #[test]
 fn capa_offers_stls_only_before_tls_and_a_second_stls_is_refused() {
-    let server = Server::start("capa", "");
+    let server = Server::start_for_alice("capa", "");
     let mut plain = server.connect_plain();
     plain.send(b"CAPA\r\n");
     assert!(plain.line().starts_with("+OK"));
@@ -574,7 +466,7 @@ fn capa_offers_stls_only_before_tls_and_a_second_stls_is_refused() {
 
 #[test]
 fn plaintext_auth_never_requires_stls_first() {
-    let server = Server::start("never", "allow_plaintext_auth: Never,");
+    let server = Server::start_for_alice("never", "allow_plaintext_auth: Never,");
     let mut plain = server.connect_plain();
     let refused = plain.command("USER alice");
     assert!(refused.starts_with("-ERR [AUTH] "), "{refused}");
@@ -594,7 +486,7 @@ fn plaintext_auth_never_requires_stls_first() {
 
 #[test]
 fn garbage_and_oversized_records_cost_only_their_connection() {
-    let server = Server::start("garbage", "");
+    let server = Server::start_for_alice("garbage", "");
     // Pseudo-random bytes (a fixed xorshift sequence, so a failure repeats).
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     let garbage: Vec<u8> = (0..8192)
@@ -641,7 +533,7 @@ fn garbage_and_oversized_records_cost_only_their_connection() {
 fn an_unfinished_handshake_times_out() {
     // The login timeout is long, so a close within PATIENCE comes from the
     // handshake timer.
-    let server = Server::start(
+    let server = Server::start_for_alice(
         "timeout",
         "limits: (tls_handshake_timeout_secs: 1, login_timeout_secs: 600),",
     );
@@ -668,7 +560,7 @@ fn an_unfinished_handshake_times_out() {
 
 #[test]
 fn large_messages_and_deep_pipelines_work_over_tls() {
-    let server = Server::start("bulk", "");
+    let server = Server::start_for_alice("bulk", "");
     // 3 MiB with long and dotted lines: streamed in pieces through rustls.
     let mut big = b"Subject: big\n\n".to_vec();
     for i in 0..60_000 {
@@ -705,19 +597,14 @@ fn large_messages_and_deep_pipelines_work_over_tls() {
 
 #[test]
 fn sighup_reloads_the_certificate_without_dropping_sessions() {
-    let server = Server::start("reload", "");
+    let server = Server::start_for_alice("reload", "");
     let mut old = server.connect_implicit();
     let old_certificate = old.peer_certificate();
     old.login();
 
-    let new_certificate = write_certificate(&server.dir.path);
+    let new_certificate = write_certificate(&server.dir.path, "cert");
     assert_ne!(old_certificate, new_certificate);
-    let status = Command::new("kill")
-        .arg("-HUP")
-        .arg(server.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal("HUP");
     server.wait_for_log("SIGHUP: reloaded TLS certificate");
 
     // A new connection trusts only the new certificate and gets it.
@@ -730,12 +617,8 @@ fn sighup_reloads_the_certificate_without_dropping_sessions() {
     assert!(old.body().concat().contains("Hello, alice."));
 
     // A broken file on the next reload keeps the current certificate.
-    fs::write(server.dir.path.join("key.pem"), "garbage").unwrap();
-    Command::new("kill")
-        .arg("-HUP")
-        .arg(server.child.id().to_string())
-        .status()
-        .unwrap();
+    fs::write(server.dir.path.join("cert.key"), "garbage").unwrap();
+    server.signal("HUP");
     server.wait_for_log("still using the certificate loaded before");
     assert_eq!(
         server.connect_implicit().peer_certificate(),
@@ -744,33 +627,6 @@ fn sighup_reloads_the_certificate_without_dropping_sessions() {
 }
 
 /// A directory removed when the test ends.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "pop3d-tls-{label}-{}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        fs::create_dir_all(&path).unwrap();
-        TempDir { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
 /// Experiment, not a check: how much does a storm of TLS handshakes (run
 /// on the event-loop thread) delay an already logged-in plain client?
 /// Prints NOOP round-trip percentiles without and with 200 clients doing
@@ -783,7 +639,7 @@ impl Drop for TempDir {
 #[test]
 #[ignore = "experiment: prints figures, asserts nothing about speed"]
 fn handshake_storm_latency() {
-    let server = Server::start("storm", "limits: (max_per_ip: 1000),");
+    let server = Server::start_for_alice("storm", "limits: (max_per_ip: 1000),");
     let mut kinds = vec!["ECDSA P-256"];
     if have_openssl() {
         kinds.push("RSA-2048");
@@ -804,18 +660,14 @@ fn handshake_storm_latency() {
                 // webpki refuses a CA certificate as the server's own.
                 .args(["-addext", "basicConstraints=critical,CA:FALSE"])
                 .arg("-keyout")
-                .arg(dir.join("key.pem"))
+                .arg(dir.join("cert.key"))
                 .arg("-out")
                 .arg(dir.join("cert.pem"))
                 .stderr(Stdio::null())
                 .status()
                 .unwrap();
             assert!(status.success());
-            Command::new("kill")
-                .arg("-HUP")
-                .arg(server.child.id().to_string())
-                .status()
-                .unwrap();
+            server.signal("HUP");
             server.wait_for_log("SIGHUP: reloaded TLS certificate");
         }
         let mut probe = server.connect_plain();

@@ -497,21 +497,11 @@ mod tests {
 
         let mtime = fs::metadata(&path).unwrap().modified().unwrap();
         fs::write(&path, b"ab\r\nc\r").unwrap();
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
+        set_mtime(&path, mtime);
         assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [9]);
 
         let later = mtime + std::time::Duration::from_secs(1);
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        set_mtime(&path, later);
         assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [9 - 1]);
     }
 
@@ -524,25 +514,13 @@ mod tests {
     fn sizes_of_files_named_with_s_and_w_are_trusted_from_the_cache() {
         let dir = TestDir::new("named");
         let maildir = make_maildir(&dir, "alice");
-        let path = deliver(
-            &maildir,
-            "cur",
-            "1.host,S=4,W=6:2,S",
-            b"a
-b
-",
-        );
+        let path = deliver(&maildir, "cur", "1.host,S=4,W=6:2,S", b"a\nb\n");
         let store = store_at(&dir);
         assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6]);
 
         fs::write(&path, b"ab").unwrap();
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        set_mtime(&path, later);
         assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6]);
 
         let cache_path = maildir.join(SIZE_CACHE_NAME);
@@ -558,10 +536,12 @@ b
 
     /// Sets the mtime of `dir` to `age` ago.
     fn age_directory(dir: &Path, age: std::time::Duration) {
-        File::open(dir)
-            .unwrap()
-            .set_modified(std::time::SystemTime::now() - age)
-            .unwrap();
+        set_mtime(dir, std::time::SystemTime::now() - age);
+    }
+
+    /// Sets the mtime of a file or directory.
+    fn set_mtime(path: impl AsRef<Path>, time: std::time::SystemTime) {
+        File::open(path).unwrap().set_modified(time).unwrap();
     }
 
     /// A login to a maildir whose directories have not changed reuses the
@@ -589,10 +569,7 @@ b
         assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6, 3]);
 
         deliver(&maildir, "new", "3.host,S=2,W=3", b"d\n");
-        File::open(maildir.join("new"))
-            .unwrap()
-            .set_modified(old_new_mtime)
-            .unwrap();
+        set_mtime(maildir.join("new"), old_new_mtime);
         assert_eq!(sizes(&store.open(&user("alice")).unwrap()), [6, 3]);
 
         age_directory(&maildir.join("new"), std::time::Duration::from_secs(5));
@@ -621,10 +598,7 @@ b
                 .modified()
                 .unwrap();
             deliver(maildir, "new", "2.host,S=2,W=3", b"d\n");
-            File::open(maildir.join("new"))
-                .unwrap()
-                .set_modified(mtime)
-                .unwrap();
+            set_mtime(maildir.join("new"), mtime);
             assert_eq!(sizes(&store.open(&user(name)).unwrap()), [3, 3], "{name}");
         }
         // Off: nothing is reused even when it could be.
@@ -637,10 +611,7 @@ b
         assert_eq!(sizes(&off.open(&user("quiet")).unwrap()), [3]);
         let mtime = fs::metadata(quiet.join("new")).unwrap().modified().unwrap();
         deliver(&quiet, "new", "2.host,S=2,W=3", b"d\n");
-        File::open(quiet.join("new"))
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
+        set_mtime(quiet.join("new"), mtime);
         assert_eq!(sizes(&off.open(&user("quiet")).unwrap()), [3, 3]);
     }
 
