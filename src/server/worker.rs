@@ -100,9 +100,11 @@ const HOLD_REPLIES_AT_MOST: Duration = Duration::from_millis(1);
 /// replies are announced when the queue is empty, when the oldest has
 /// waited [`HOLD_REPLIES_AT_MOST`], or before a job that may take long (a
 /// password hash, opening or updating a maildrop), so a ready reply never
-/// waits behind one. A worker never blocks while it holds replies. On a
-/// busy server this saves a wake-up of the loop, and a context switch, for
-/// most jobs.
+/// waits behind one. A reply can still wait up to that millisecond plus
+/// one other job, at most one body piece (a 512 KiB read, which a cold
+/// disk can make slow). A worker never blocks while it holds replies. On
+/// a busy server this saves a wake-up of the loop, and a context switch,
+/// for most jobs.
 pub fn run(
     jobs: Receiver<Job>,
     done: Sender<Done>,
