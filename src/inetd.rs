@@ -219,6 +219,7 @@ where
             env,
             Peer {
                 addr: remote,
+                local: endpoints.local,
                 plaintext_auth_allowed,
                 // inetd mode has no TLS layer: STLS is never offered.
                 tls: false,

@@ -705,6 +705,10 @@ fn daemon_logs_to_syslog_with_session_fields_and_never_a_password() {
     assert_eq!(field(login, "user"), Some("alice"));
     assert_eq!(field(login, "method"), Some("USER"));
     assert_eq!(field(login, "remote"), Some("127.0.0.1"));
+    // Which listener the client reached, as the disconnect line says too.
+    let local = daemon.addr.to_string();
+    assert_eq!(field(login, "local"), Some(local.as_str()));
+    assert_eq!(field(login, "tls"), Some("no"));
     assert_eq!(field(login, "messages"), Some("2"));
     let octets = wire_form(FIRST).len() + wire_form(SECOND).len();
     assert_eq!(field(login, "octets"), Some(octets.to_string().as_str()));

@@ -90,6 +90,7 @@ fn new_session(fixture: &Fixture) -> Session {
         Arc::clone(&fixture.env),
         Peer {
             addr: "127.0.0.1:40000".parse().unwrap(),
+            local: None,
             plaintext_auth_allowed: true,
             tls: false,
             stls_available: false,
@@ -399,6 +400,7 @@ fn plaintext_login_is_refused_where_the_policy_forbids_it() {
         Arc::clone(&f.env),
         Peer {
             addr: "192.0.2.7:40000".parse().unwrap(),
+            local: None,
             plaintext_auth_allowed: false,
             tls: false,
             stls_available: false,
@@ -451,6 +453,7 @@ fn restricted_session(f: &Fixture) -> Session {
         Arc::clone(&f.env),
         Peer {
             addr: "192.0.2.7:40000".parse().unwrap(),
+            local: None,
             plaintext_auth_allowed: false,
             tls: false,
             stls_available: true,
@@ -772,6 +775,7 @@ fn apop_is_not_offered_unless_enabled() {
         env,
         Peer {
             addr: "127.0.0.1:40000".parse().unwrap(),
+            local: None,
             plaintext_auth_allowed: true,
             tls: false,
             stls_available: false,

@@ -126,6 +126,10 @@ pub enum Directive {
 pub struct Peer {
     /// The client's address, for the log.
     pub addr: SocketAddr,
+    /// The server address the client reached (which listener, on a host
+    /// with several), for the login line; `None` when the socket cannot
+    /// say (inetd on a pipe).
+    pub local: Option<SocketAddr>,
     /// Whether plaintext passwords (USER/PASS) are acceptable on this
     /// connection under the configured policy. Always true once TLS is on.
     pub plaintext_auth_allowed: bool,
@@ -518,9 +522,12 @@ impl Session {
         let count = maildrop.messages().len();
         let total_octets = maildrop.messages().iter().map(|m| m.wire_size).sum();
         log::info!(
-            "session={sid} login user={} method={method} remote={} tls={} messages={count} octets={total_octets}",
+            "session={sid} login user={} method={method} remote={} local={} tls={} messages={count} octets={total_octets}",
             info.name,
             self.peer.addr.ip(),
+            self.peer
+                .local
+                .map_or_else(|| "?".to_string(), |local| local.to_string()),
             if self.peer.tls { "yes" } else { "no" },
         );
         let _ = write!(

@@ -721,17 +721,18 @@ impl EventLoop {
             };
         let id = self.next_session_id;
         self.next_session_id = self.next_session_id.wrapping_add(1);
+        let local = stream.local_addr().ok().map(super::unmapped);
         let session = Session::new(
             Arc::clone(&self.env),
             Peer {
                 addr: peer,
+                local,
                 plaintext_auth_allowed,
                 tls: implicit_tls,
                 stls_available: !implicit_tls && self.tls.is_some(),
             },
             id,
         );
-        let local = stream.local_addr().ok().map(super::unmapped);
         log::debug!(
             "session={id:08x} connect remote={peer} local={} tls={}",
             local.map_or_else(|| "?".to_string(), |a| a.to_string()),
