@@ -190,9 +190,10 @@ const DESCRIPTORS_PER_SESSION: u64 = 2;
 /// message files being read, plugins' own.
 const DESCRIPTORS_SPARE: u64 = 256;
 
-/// Raises the soft open-file limit to the hard one: the usual soft limit
-/// (1024) would stop a server at about 500 logged-in sessions, long before
-/// `max_connections`. Says so when even the hard limit is too low.
+/// Raises the open-file limit to what `max_connections` needs, or at least
+/// the soft limit to the hard one: the usual soft limit (1024) would stop a
+/// server at about 500 logged-in sessions, long before `max_connections`.
+/// Says so when even that is too low.
 fn raise_open_file_limit(max_connections: usize, warn_if_short: bool) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
@@ -202,6 +203,16 @@ fn raise_open_file_limit(max_connections: usize, warn_if_short: bool) {
             return;
         }
     };
+    let wanted = (max_connections as u64)
+        .saturating_mul(DESCRIPTORS_PER_SESSION)
+        .saturating_add(DESCRIPTORS_SPARE);
+    // Started as root (before dropping privileges) the hard limit itself
+    // may be raised, up to the kernel's fs.nr_open; elsewhere this fails
+    // with EPERM and the hard limit is as far as it goes.
+    if hard < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_ok() {
+        log::debug!("open-file limit raised from {soft}/{hard} to {wanted}");
+        return;
+    }
     let limit = if soft < hard {
         match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
             Ok(()) => {
@@ -216,9 +227,6 @@ fn raise_open_file_limit(max_connections: usize, warn_if_short: bool) {
     } else {
         soft
     };
-    let wanted = (max_connections as u64)
-        .saturating_mul(DESCRIPTORS_PER_SESSION)
-        .saturating_add(DESCRIPTORS_SPARE);
     if warn_if_short && limit < wanted {
         log::warn!(
             "the open-file limit is {limit}, but limits.max_connections ({max_connections}) \
