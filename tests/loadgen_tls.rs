@@ -65,10 +65,6 @@ impl TlsServer {
         server
     }
 
-    fn cert(&self) -> PathBuf {
-        self.cert_path()
-    }
-
     /// Runs loadgen against `addr` with `--json` and the fixture's users.
     fn loadgen(&self, addr: SocketAddr, args: &[&str]) -> Run {
         let output = Command::new(loadgen_binary())
@@ -160,7 +156,7 @@ fn loadgen_binary() -> &'static Path {
 /// completes, every reply verified, every login made over TLS.
 fn full_sessions_over(tls_flag: &str, label: &str) -> Run {
     let server = Server::start_for_loadgen(label);
-    let cert = server.cert();
+    let cert = server.cert_path();
     let addr = if tls_flag == "--tls" {
         server.implicit
     } else {
@@ -205,7 +201,7 @@ fn stls_full_sessions_are_all_verified() {
 #[test]
 fn every_mode_runs_over_both_kinds_of_tls() {
     let server = Server::start_for_loadgen("modes");
-    let cert = server.cert();
+    let cert = server.cert_path();
     let cert = cert.to_str().unwrap();
     let modes: [&[&str]; 4] = [
         &["--mode", "login", "--sessions", "4"],
@@ -239,7 +235,7 @@ fn every_mode_runs_over_both_kinds_of_tls() {
 #[test]
 fn implicit_tls_against_a_plain_port_fails_each_session_with_a_clear_message() {
     let server = Server::start_for_loadgen("wrong-port");
-    let cert = server.cert();
+    let cert = server.cert_path();
     let run = server.loadgen(
         server.plain,
         &[
@@ -291,7 +287,7 @@ fn an_untrusted_certificate_is_refused_unless_insecure() {
     run.assert_has("\"verify\":\"insecure\"");
 
     // The certificate names 127.0.0.1 and localhost, not this.
-    let cert = server.cert();
+    let cert = server.cert_path();
     let mut args = vec![
         "--tls",
         "--ca",

@@ -37,6 +37,9 @@
 // Each test binary includes this module and uses a different subset of it.
 #![allow(dead_code)]
 
+#[path = "../support/plugin_build.rs"]
+mod plugin_build;
+
 use std::fmt::Display;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -1322,29 +1325,7 @@ pub fn backend_plugins() -> &'static (String, String) {
     PLUGINS.get_or_init(|| match std::env::var("POP3D_TEST_PLUGINS").as_deref() {
         Err(_) | Ok("") | Ok("builtin") => ("passwd-file".into(), store_name.into()),
         Ok("so") => {
-            // This binary is <target>/<profile>/deps/<test>-<hash>.
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            // A target directory of their own: built alone, the plugin
-            // crates get other features of shared dependencies than in the
-            // workspace build, and rebuilding them in place would overwrite
-            // rlibs the other tests link against.
-            let libs_target = profile_dir.parent().unwrap().join("plugin-libs");
-            let libs_dir = libs_target.join(profile_dir.file_name().unwrap());
-            let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
-                "debug" => "dev".to_string(),
-                other => other.to_string(),
-            };
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "--profile", &profile])
-                .args(["-p", "pop3d-passwd-file", "-p", store_crate])
-                .arg("--target-dir")
-                .arg(&libs_target)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cannot run cargo to build the plugin libraries");
-            assert!(status.success(), "building the plugin libraries failed");
+            let libs_dir = plugin_build::build_plugin_crates(&["pop3d-passwd-file", store_crate]);
             let library = |name: &str| {
                 let path = libs_dir.join(name);
                 assert!(path.exists(), "{} was not built", path.display());

@@ -1,6 +1,9 @@
 //! Building plugin libraries for tests, shared by `tests/plugins.rs` and
 //! `tests/plugins_e2e.rs`: a scratch directory, C plugins compiled against
 //! the SDK's header, and the Rust plugin crates built as `.so` files.
+//! `tests/common/mod.rs` uses [`build_plugin_crates`] for
+//! `POP3D_TEST_PLUGINS=so`.
+#![allow(dead_code)] // each suite uses part of it
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -70,43 +73,44 @@ pub fn build_c(dir: &Scratch, source: &str, library: &str, defines: &[&str]) -> 
     output
 }
 
+/// Builds the Rust plugin `crates` as shared libraries with the profile of
+/// this test binary (so `cargo test --release` tests release plugins) and
+/// returns the directory the `.so` files are in.
+pub fn build_plugin_crates(crates: &[&str]) -> PathBuf {
+    // This binary is <target>/<profile>/deps/<test>-<hash>.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    // A target directory of their own: built alone, the plugin crates get
+    // other features of shared dependencies (serde) than in the workspace
+    // build, and rebuilding them in place would overwrite rlibs that pop3d's
+    // tests and doctests link against.
+    let libs_target = profile_dir.parent().unwrap().join("plugin-libs");
+    let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+        "debug" => "dev".to_string(),
+        other => other.to_string(),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut command = Command::new(cargo);
+    command.args(["build", "--quiet", "--profile", &profile]);
+    for name in crates {
+        command.args(["-p", name]);
+    }
+    let status = command
+        .arg("--target-dir")
+        .arg(&libs_target)
+        .current_dir(REPO)
+        .status()
+        .expect("cannot run cargo to build the plugin libraries");
+    assert!(status.success(), "building the plugin libraries failed");
+    libs_target.join(profile_dir.file_name().unwrap())
+}
+
 /// Builds the Rust plugin crates (once per test binary) and returns the
-/// path of `lib<name>.so`, built with the profile of this test binary, so
-/// `cargo test --release` tests release plugins.
+/// path of `lib<name>.so`.
 pub fn rust_plugin(library: &str) -> PathBuf {
     static LIBS_DIR: OnceLock<PathBuf> = OnceLock::new();
-    let libs_dir = LIBS_DIR.get_or_init(|| {
-        // This binary is <target>/<profile>/deps/<test>-<hash>.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        // A target directory of their own: built alone, the plugin crates
-        // get other features of shared dependencies (serde) than in the
-        // workspace build, and rebuilding them in place would overwrite
-        // rlibs that pop3d's tests and doctests link against.
-        let libs_target = profile_dir.parent().unwrap().join("plugin-libs");
-        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
-            "debug" => "dev".to_string(),
-            other => other.to_string(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--profile", &profile])
-            .args([
-                "-p",
-                "pop3d-maildir",
-                "-p",
-                "dir-store",
-                "-p",
-                "panicky-store",
-            ])
-            .arg("--target-dir")
-            .arg(&libs_target)
-            .current_dir(REPO)
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the plugin libraries failed");
-        libs_target.join(profile_dir.file_name().unwrap())
-    });
+    let libs_dir = LIBS_DIR
+        .get_or_init(|| build_plugin_crates(&["pop3d-maildir", "dir-store", "panicky-store"]));
     let path = libs_dir.join(library);
     assert!(path.exists(), "{} was not built", path.display());
     path

@@ -712,7 +712,6 @@ mod tests {
             Failure::BadCredentials
         );
         // The right proof for another password fails too.
-        let other = rfc_keys(ScramHash::Sha256, SHA256_SALT);
         let wrong = Secret::scram(ScramKeys::derive(
             ScramHash::Sha256,
             b"pencil2",
@@ -729,7 +728,6 @@ mod tests {
             failure(exchange.respond(b64(SHA256_CLIENT_FINAL.as_bytes()).as_bytes())),
             Failure::BadCredentials
         );
-        drop(other);
     }
 
     #[test]
