@@ -113,7 +113,7 @@ pub struct MaildirConfig {
     /// How many messages, over all maildirs, the store keeps listed
     /// between sessions, so a login to a maildir that has not changed
     /// since lists and sizes nothing (see `listing_cache.rs`); 0 turns
-    /// this off. Roughly 0.3 KiB a message plus 0.5 KiB a maildir.
+    /// this off. About 0.2 KiB a message plus 0.5 KiB a maildir.
     #[serde(default = "default_listing_cache_messages")]
     pub listing_cache_messages: usize,
 }
